@@ -1,1 +1,47 @@
-//! placeholder
+//! The journeyd hot store: two months of positions in RocksDB, written durably in groups.
+//!
+//! | column family | key | value |
+//! | --- | --- | --- |
+//! | `chunks` | tenant u32 BE · device u64 BE · journey u64 BE · seq u64 BE | a chunk: one batch's positions ([`chunk`]) |
+//! | `journeys` | tenant · device · journey | [`JourneyMeta`], 64 bytes |
+//! | `seqs` | device u64 BE · seq u64 BE | journey u64 BE: the record with this sequence number is stored |
+//! | `last` | tenant · device | the device's newest usable position, 48 bytes |
+//! | `devices` | device u64 BE | [`DeviceRecord`] as JSON |
+//! | `tenants` | tenant u32 BE | [`TenantRecord`] as JSON |
+//!
+//! A batch costs one put of its chunk, one of its journey's metadata and one of its sequence
+//! number, all in one write batch that shares a synced WAL write with every other batch that
+//! arrived meanwhile ([`writer`]). Keys derived from (device, seq) make a resend find itself.
+//!
+//! This crate never touches the network and never decides what is plausible: it stores what
+//! journeyd-wire's rules kept.
+
+pub mod chunk;
+mod error;
+mod keys;
+mod meta;
+mod registry;
+mod store;
+pub mod writer;
+
+pub use error::StoreError;
+pub use meta::JourneyMeta;
+pub use registry::{AuthFailure, DeviceRecord, TenantRecord, hash_secret};
+pub use store::{HotStore, StoreConfig, StoreStats};
+pub use writer::{WriteOutcome, WriteRequest, Writer, WriterConfig};
+
+/// A company using journeyd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct TenantId(pub u32);
+
+/// A device, as numbered by the server at enrolment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct DeviceId(pub u64);
+
+/// A journey, as numbered by its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JourneyId(pub u64);
+
+/// A device's sequence number of a record it sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchSeq(pub u64);

@@ -1,0 +1,292 @@
+//! One device connection: read frames, ask the session what they mean, store, ack.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use journeyd_store::{AuthFailure, BatchSeq, DeviceId, DeviceRecord, StoreError, WriteOutcome, WriteRequest};
+use journeyd_wire::frame::{self, Enrolled, FrameHeader, FrameKind, HEADER_LEN};
+use journeyd_wire::session::{self, Close, HeaderVerdict, Record, ServerSession, SessionEvent};
+use journeyd_wire::CloseCode;
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use rkyv::util::AlignedVec;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
+
+use crate::server::Shared;
+
+/// How long a device waits before resending after a retryable refusal.
+const RETRY_AFTER_MS: u32 = 250;
+
+pub(crate) async fn serve(conn: Connection, shared: Arc<Shared>) {
+    let stats = shared.stats.clone();
+    stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+    stats.connections_open.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::debug_span!("connection", remote = %conn.remote_address(), device = tracing::field::Empty);
+    let device = run(&conn, &shared).instrument(span).await;
+    if let Some(device) = device {
+        let mut live = shared.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = live.get_mut(&device) {
+            list.retain(|c| c.stable_id() != conn.stable_id());
+            if list.is_empty() {
+                live.remove(&device);
+            }
+        }
+    }
+    stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn close(conn: &Connection, shared: &Shared, c: &Close) {
+    if matches!(c.code, CloseCode::MalformedFrame | CloseCode::ProtocolViolation) {
+        shared.stats.malformed_closes.fetch_add(1, Ordering::Relaxed);
+    }
+    tracing::debug!(code = ?c.code, reason = %c.reason, "closing connection");
+    conn.close(VarInt::from_u32(c.code as u32), c.reason.as_bytes());
+}
+
+/// Serves the connection until it ends; returns the device it authenticated as, if any.
+async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
+    let (send, mut recv) = match tokio::time::timeout(shared.config.hello_timeout, conn.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(_)) => return None,
+        Err(_) => {
+            close(conn, shared, &Close { code: CloseCode::HelloTimeout, reason: "no stream opened in time".into() });
+            return None;
+        }
+    };
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(send_acks(send, ack_rx));
+
+    let mut session = ServerSession::new(shared.config.limits, shared.config.rules);
+    let in_flight = Arc::new(Semaphore::new(shared.config.limits.max_in_flight as usize));
+    let mut device: Option<DeviceRecord> = None;
+    let mut header_buf = [0u8; HEADER_LEN];
+    let mut body = AlignedVec::<16>::new();
+
+    loop {
+        let first = device.is_none();
+        let read = recv.read_exact(&mut header_buf);
+        let read = if first {
+            match tokio::time::timeout(shared.config.hello_timeout, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    close(conn, shared, &Close { code: CloseCode::HelloTimeout, reason: "no hello in time".into() });
+                    break;
+                }
+            }
+        } else {
+            read.await
+        };
+        if read.is_err() {
+            break;
+        }
+        let header = match FrameHeader::decode(&header_buf) {
+            Ok(h) => h,
+            Err(e) => {
+                close(conn, shared, &Close { code: CloseCode::MalformedFrame, reason: e.to_string() });
+                break;
+            }
+        };
+        match session.on_header(&header) {
+            HeaderVerdict::ReadBody => {}
+            HeaderVerdict::SkipAndReply(reply) => {
+                if skip(&mut recv, header.body_len as u64).await.is_err() {
+                    break;
+                }
+                shared.stats.split_requests.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(seq = header.seq, body_len = header.body_len, "batch too large; asked to split");
+                let _ = ack_tx.send(reply);
+                continue;
+            }
+            HeaderVerdict::Close(c) => {
+                close(conn, shared, &c);
+                break;
+            }
+        }
+        body.clear();
+        body.resize(header.body_len as usize, 0);
+        if recv.read_exact(&mut body[..]).await.is_err() {
+            break;
+        }
+        let now = shared.now();
+        let event = match session.on_body(&header, &body, now) {
+            Ok(ev) => ev,
+            Err(c) => {
+                close(conn, shared, &c);
+                break;
+            }
+        };
+        match event {
+            SessionEvent::Nothing => {}
+            SessionEvent::Authenticate { device_id, secret } => match shared.store.authenticate(DeviceId(device_id), &secret) {
+                Ok(Ok(record)) => {
+                    let _ = ack_tx.send(session.authenticated(device_id, now));
+                    open(conn, shared, &record);
+                    device = Some(record);
+                }
+                Ok(Err(failure)) => {
+                    refuse_auth(conn, shared, failure, device_id);
+                    break;
+                }
+                Err(e) => {
+                    close(conn, shared, &Close { code: CloseCode::Busy, reason: format!("store unavailable: {e}") });
+                    break;
+                }
+            },
+            SessionEvent::Enrol { code, device_name } => match enrol(shared, &code, &device_name, now) {
+                Ok(Some((record, secret))) => {
+                    let enrolled = Enrolled { device_id: record.id.0, secret };
+                    let _ = ack_tx.send(frame::encode_frame(FrameKind::Enrolled, 0, &enrolled));
+                    let _ = ack_tx.send(session.authenticated(record.id.0, now));
+                    open(conn, shared, &record);
+                    device = Some(record);
+                }
+                Ok(None) => {
+                    shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                    close(conn, shared, &Close { code: CloseCode::BadCredential, reason: "unknown enrolment code".into() });
+                    break;
+                }
+                Err(e) => {
+                    close(conn, shared, &Close { code: CloseCode::Busy, reason: format!("store unavailable: {e}") });
+                    break;
+                }
+            },
+            SessionEvent::Store { seq, record } => {
+                let Some(dev) = &device else {
+                    close(conn, shared, &Close { code: CloseCode::ProtocolViolation, reason: "record before hello".into() });
+                    break;
+                };
+                // Waiting here for a free slot stops reading the stream, so QUIC flow control
+                // pushes back on the device.
+                let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+                submit(shared, dev, seq, record, now, ack_tx.clone(), permit);
+            }
+        }
+    }
+    device.map(|d| d.id)
+}
+
+fn open(conn: &Connection, shared: &Shared, record: &DeviceRecord) {
+    tracing::Span::current().record("device", record.id.0);
+    tracing::debug!(tenant = record.tenant.0, "device authenticated");
+    shared.live.lock().unwrap_or_else(|p| p.into_inner()).entry(record.id).or_default().push(conn.clone());
+}
+
+fn refuse_auth(conn: &Connection, shared: &Shared, failure: AuthFailure, device_id: u64) {
+    let (code, reason) = match failure {
+        AuthFailure::Blocked => {
+            shared.stats.blocked_refused.fetch_add(1, Ordering::Relaxed);
+            (CloseCode::DeviceBlocked, "device blocked by an admin")
+        }
+        AuthFailure::UnknownOrWrongSecret => {
+            shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            (CloseCode::BadCredential, "unknown device or wrong secret")
+        }
+    };
+    tracing::info!(device = device_id, ?code, "device refused");
+    close(conn, shared, &Close { code, reason: reason.into() });
+}
+
+fn enrol(shared: &Shared, code: &[u8; 32], name: &str, now: i64) -> Result<Option<(DeviceRecord, [u8; 32])>, StoreError> {
+    let Some(tenant) = shared.store.tenant_by_enrolment_code(code)? else {
+        return Ok(None);
+    };
+    let (record, secret) = shared.store.add_device(tenant.id, name, now)?;
+    tracing::info!(device = record.id.0, tenant = tenant.id.0, name, "device enrolled");
+    Ok(Some((record, secret)))
+}
+
+/// Hands a record to the writer; its ack goes out when the writer answers.
+fn submit(
+    shared: &Arc<Shared>,
+    dev: &DeviceRecord,
+    seq: u64,
+    record: Record,
+    now: i64,
+    acks: mpsc::UnboundedSender<Vec<u8>>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let stats = shared.stats.clone();
+    let (kept, flagged, refusals) = match &record {
+        Record::Batch { validated, .. } => (validated.kept.len() as u64, validated.flagged, validated.refusals.clone()),
+        _ => (0, 0, Vec::new()),
+    };
+    if stats.queued_positions.load(Ordering::Relaxed) + kept > shared.config.max_queued_positions {
+        stats.retry_later.fetch_add(1, Ordering::Relaxed);
+        let _ = acks.send(session::ack_retry_later(seq, RETRY_AFTER_MS));
+        return;
+    }
+    stats.queued_positions.fetch_add(kept, Ordering::Relaxed);
+    let reply_stats = stats.clone();
+    let reply = move |result: Result<WriteOutcome, StoreError>| {
+        reply_stats.queued_positions.fetch_sub(kept, Ordering::Relaxed);
+        let frame = match result {
+            Ok(o) => {
+                reply_stats.records_acked.fetch_add(1, Ordering::Relaxed);
+                if o.replayed {
+                    reply_stats.records_replayed.fetch_add(1, Ordering::Relaxed);
+                    session::ack_stored(seq, 0, kept as u32, 0, &refusals)
+                } else {
+                    reply_stats.positions_stored.fetch_add(o.stored as u64, Ordering::Relaxed);
+                    reply_stats.positions_duplicate.fetch_add(o.duplicates as u64, Ordering::Relaxed);
+                    reply_stats.positions_flagged.fetch_add(flagged as u64, Ordering::Relaxed);
+                    for r in &refusals {
+                        reply_stats.count_refusal(r.reason);
+                    }
+                    session::ack_stored(seq, o.stored, o.duplicates, flagged, &refusals)
+                }
+            }
+            Err(e) => {
+                reply_stats.retry_later.fetch_add(1, Ordering::Relaxed);
+                if e.is_retryable() {
+                    session::ack_retry_later(seq, RETRY_AFTER_MS)
+                } else {
+                    tracing::warn!(seq, error = %e, "record refused for good");
+                    session::ack_rejected(seq)
+                }
+            }
+        };
+        let _ = acks.send(frame);
+        drop(permit);
+    };
+    let req = WriteRequest {
+        tenant: dev.tenant,
+        device: dev.id,
+        seq: BatchSeq(seq),
+        record,
+        received_us: now,
+        reply: Box::new(reply),
+    };
+    if let Err(req) = shared.writer.try_submit(req) {
+        (req.reply)(Err(StoreError::WriteFailed { retryable: true, message: "writer queue full".into() }));
+    }
+}
+
+/// Reads and discards `len` bytes of a body the session refused to read.
+async fn skip(recv: &mut RecvStream, mut len: u64) -> Result<(), quinn::ReadExactError> {
+    let mut scratch = vec![0u8; 64 * 1024];
+    while len > 0 {
+        let n = len.min(scratch.len() as u64) as usize;
+        recv.read_exact(&mut scratch[..n]).await?;
+        len -= n as u64;
+    }
+    Ok(())
+}
+
+/// Writes acks (and the welcome) to the device as they come, several per write when they queue.
+async fn send_acks(mut send: SendStream, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut buf = Vec::new();
+    while let Some(frame) = rx.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&frame);
+        while buf.len() < 64 * 1024 {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if send.write_all(&buf).await.is_err() {
+            break;
+        }
+    }
+    let _ = send.finish();
+}

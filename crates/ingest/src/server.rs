@@ -1,0 +1,217 @@
+//! The endpoint: binds, accepts connections, tracks them per device, and cuts off blocked ones.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use journeyd_store::{DeviceId, HotStore, Writer};
+use journeyd_wire::session::SessionLimits;
+use journeyd_wire::{CloseCode, RefusalReason, ValidationRules};
+use quinn::{Endpoint, VarInt};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::{IngestError, connection};
+
+/// Where "now" comes from: the system clock, or a test's.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock in microseconds since the Unix epoch.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0)
+    })
+}
+
+/// Settings of the ingest endpoint (config `[ingest]`).
+#[derive(Clone)]
+pub struct IngestConfig {
+    /// UDP address to listen on. Default `0.0.0.0:4433`.
+    pub listen: SocketAddr,
+    pub limits: SessionLimits,
+    pub rules: ValidationRules,
+    /// How long a new connection may take to send its hello. Default 10 s.
+    pub hello_timeout: Duration,
+    /// Positions that may wait for the writer across all connections before batches are refused
+    /// with a retryable code. Default 2,000,000 (about 100 MB).
+    pub max_queued_positions: u64,
+    /// Most connections at once; more are refused with `Busy`. Default 50,000.
+    pub max_connections: u64,
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for IngestConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestConfig")
+            .field("listen", &self.listen)
+            .field("limits", &self.limits)
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            limits: SessionLimits::default(),
+            rules: ValidationRules::default(),
+            hello_timeout: Duration::from_secs(10),
+            max_queued_positions: 2_000_000,
+            max_connections: 50_000,
+            clock: system_clock(),
+        }
+    }
+}
+
+/// Counters of the endpoint, read by /metrics and the bench.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub connections_accepted: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub blocked_refused: AtomicU64,
+    pub malformed_closes: AtomicU64,
+    pub records_acked: AtomicU64,
+    pub records_replayed: AtomicU64,
+    pub positions_stored: AtomicU64,
+    pub positions_duplicate: AtomicU64,
+    pub positions_flagged: AtomicU64,
+    pub retry_later: AtomicU64,
+    pub split_requests: AtomicU64,
+    pub queued_positions: AtomicU64,
+    refused: [AtomicU64; 8],
+}
+
+impl IngestStats {
+    pub(crate) fn count_refusal(&self, reason: u16) {
+        if let Some(c) = self.refused.get(reason as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Positions refused so far, by reason.
+    pub fn refused(&self) -> Vec<(RefusalReason, u64)> {
+        RefusalReason::ALL.iter().map(|r| (*r, self.refused[*r as usize].load(Ordering::Relaxed))).collect()
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Arc<HotStore>,
+    pub(crate) writer: Writer,
+    pub(crate) config: IngestConfig,
+    pub(crate) stats: Arc<IngestStats>,
+    /// Open connections per device, so that a block reaches every one of them.
+    pub(crate) live: Mutex<HashMap<DeviceId, Vec<quinn::Connection>>>,
+}
+
+impl Shared {
+    pub(crate) fn now(&self) -> i64 {
+        (self.config.clock)()
+    }
+}
+
+/// A running ingest endpoint.
+#[derive(Clone)]
+pub struct IngestServer {
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+}
+
+impl std::fmt::Debug for IngestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestServer").field("addr", &self.endpoint.local_addr().ok()).finish_non_exhaustive()
+    }
+}
+
+impl IngestServer {
+    /// Binds the endpoint and starts accepting connections on the current tokio runtime.
+    pub fn start(
+        config: IngestConfig,
+        certs: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        store: Arc<HotStore>,
+        writer: Writer,
+    ) -> Result<Self, IngestError> {
+        let crypto = crate::tls::server_crypto(certs, key)?;
+        let mut server_config = quinn::ServerConfig::with_crypto(crypto);
+        let mut transport = quinn::TransportConfig::default();
+        let idle = Duration::from_millis(config.limits.idle_timeout_ms as u64);
+        transport
+            .max_idle_timeout(Some(idle.try_into().map_err(|_| IngestError::Tls("idle timeout too large".into()))?))
+            .max_concurrent_bidi_streams(VarInt::from_u32(1))
+            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            // One batch of the largest size fits the stream window; the windows, not the
+            // connection count, bound memory, since quinn allocates only for data received.
+            .stream_receive_window(VarInt::from_u32(config.limits.max_batch_body().saturating_add(64 * 1024)))
+            .receive_window(VarInt::from_u32(config.limits.max_batch_body().saturating_mul(2)))
+            .send_window(256 * 1024);
+        server_config.transport_config(Arc::new(transport));
+        let endpoint = Endpoint::server(server_config, config.listen).map_err(|source| IngestError::Bind { addr: config.listen, source })?;
+        let shared = Arc::new(Shared {
+            store,
+            writer,
+            config,
+            stats: Arc::new(IngestStats::default()),
+            live: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
+        tracing::info!(addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(), "ingest listening");
+        Ok(Self { shared, endpoint })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr().expect("a bound endpoint has an address")
+    }
+
+    pub fn stats(&self) -> &Arc<IngestStats> {
+        &self.shared.stats
+    }
+
+    /// Whether ingest can store now: the writer's last write succeeded and its queue is not full.
+    pub fn is_ready(&self) -> bool {
+        let w = &self.shared.writer;
+        w.stats().healthy.load(Ordering::Relaxed)
+            && w.queued() < w.capacity()
+            && self.shared.stats.queued_positions.load(Ordering::Relaxed) < self.shared.config.max_queued_positions
+    }
+
+    /// Blocks a device: records it in the store, then closes its open connections with
+    /// `DeviceBlocked`. New connections are refused at the hello from the stored flag.
+    pub fn block_device(&self, device: DeviceId) -> Result<(), IngestError> {
+        self.shared.store.set_blocked(device, true)?;
+        let conns = self.shared.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&device).unwrap_or_default();
+        for c in &conns {
+            c.close(VarInt::from_u32(CloseCode::DeviceBlocked as u32), b"device blocked by an admin");
+        }
+        tracing::info!(device = device.0, closed = conns.len(), "device blocked");
+        Ok(())
+    }
+
+    /// Stops accepting, closes every connection with `ShuttingDown`, and waits briefly for
+    /// the close to reach the devices.
+    pub async fn shutdown(&self) {
+        self.endpoint.close(VarInt::from_u32(CloseCode::ShuttingDown as u32), b"server shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        if shared.stats.connections_open.load(Ordering::Relaxed) >= shared.config.max_connections {
+            incoming.refuse();
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(conn) => connection::serve(conn, shared).await,
+                Err(e) => tracing::debug!(error = %e, "handshake failed"),
+            }
+        });
+    }
+}

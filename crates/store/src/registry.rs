@@ -1,0 +1,182 @@
+//! Tenants and devices: who may send, and to which company their data belongs.
+
+use rocksdb::IteratorMode;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::keys::{CF_DEVICES, CF_TENANTS};
+use crate::{DeviceId, HotStore, StoreError, TenantId};
+
+/// A company.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    pub name: String,
+    /// SHA-256 of the enrolment code devices use to enrol themselves (hex).
+    pub enrolment_code_hash: String,
+    pub created_us: i64,
+}
+
+/// An enrolled device. Only a hash of its secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub id: DeviceId,
+    pub tenant: TenantId,
+    pub name: String,
+    /// SHA-256 of the device secret (hex). Secrets are 32 random bytes, so a fast hash is
+    /// enough: there is nothing to guess.
+    pub secret_hash: String,
+    pub blocked: bool,
+    pub created_us: i64,
+}
+
+/// SHA-256 of a secret, hex-encoded.
+pub fn hash_secret(secret: &[u8; 32]) -> String {
+    Sha256::digest(secret).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn random_secret() -> Result<[u8; 32], StoreError> {
+    let mut s = [0u8; 32];
+    getrandom::fill(&mut s).map_err(|e| StoreError::Invalid(format!("no randomness available: {e}")))?;
+    Ok(s)
+}
+
+/// Why a device could not authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    UnknownOrWrongSecret,
+    Blocked,
+}
+
+impl HotStore {
+    fn put_json<T: Serialize>(&self, cf: &str, key: &[u8], value: &T) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).expect("records serialise to JSON");
+        self.db.put_cf_opt(self.cf(cf), key, bytes, &self.sync_write)?;
+        Ok(())
+    }
+
+    fn get_json<T: for<'de> Deserialize<'de>>(&self, cf: &str, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.db.get_pinned_cf(self.cf(cf), key)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::corrupt(if cf == CF_DEVICES { "device" } else { "tenant" }, key, e.to_string())),
+        }
+    }
+
+    fn all_json<T: for<'de> Deserialize<'de>>(&self, cf: &str) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+            let (k, v) = item?;
+            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::corrupt("record", &k, e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    fn next_id<T>(&self, cf: &str, id_of: impl Fn(&T) -> u64) -> Result<u64, StoreError>
+    where
+        T: for<'de> Deserialize<'de>,
+    {
+        Ok(self.all_json::<T>(cf)?.iter().map(id_of).max().unwrap_or(0) + 1)
+    }
+
+    /// Creates a company and returns it with its enrolment code (shown once).
+    pub fn create_tenant(&self, name: &str, now_us: i64) -> Result<(TenantRecord, [u8; 32]), StoreError> {
+        let _guard = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let id = self.next_id::<TenantRecord>(CF_TENANTS, |t| t.id.0 as u64)?;
+        let id = u32::try_from(id).map_err(|_| StoreError::Invalid("tenant ids exhausted".into()))?;
+        let code = random_secret()?;
+        let record = TenantRecord {
+            id: TenantId(id),
+            name: name.to_owned(),
+            enrolment_code_hash: hash_secret(&code),
+            created_us: now_us,
+        };
+        self.put_json(CF_TENANTS, &id.to_be_bytes(), &record)?;
+        Ok((record, code))
+    }
+
+    pub fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        self.all_json(CF_TENANTS)
+    }
+
+    pub fn tenant(&self, id: TenantId) -> Result<Option<TenantRecord>, StoreError> {
+        self.get_json(CF_TENANTS, &id.0.to_be_bytes())
+    }
+
+    pub fn tenant_by_name(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
+        Ok(self.tenants()?.into_iter().find(|t| t.name == name))
+    }
+
+    /// The tenant whose enrolment code this is.
+    pub fn tenant_by_enrolment_code(&self, code: &[u8; 32]) -> Result<Option<TenantRecord>, StoreError> {
+        let hash = hash_secret(code);
+        Ok(self.tenants()?.into_iter().find(|t| constant_time_eq(t.enrolment_code_hash.as_bytes(), hash.as_bytes())))
+    }
+
+    /// Replaces a tenant's enrolment code, returning the new one (shown once).
+    pub fn rotate_enrolment_code(&self, id: TenantId) -> Result<[u8; 32], StoreError> {
+        let _guard = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = self.tenant(id)?.ok_or(StoreError::UnknownTenant(id.0))?;
+        let code = random_secret()?;
+        t.enrolment_code_hash = hash_secret(&code);
+        self.put_json(CF_TENANTS, &id.0.to_be_bytes(), &t)?;
+        Ok(code)
+    }
+
+    /// Enrols a device and returns it with its secret (shown once; only the hash is stored).
+    pub fn add_device(&self, tenant: TenantId, name: &str, now_us: i64) -> Result<(DeviceRecord, [u8; 32]), StoreError> {
+        let _guard = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        if self.tenant(tenant)?.is_none() {
+            return Err(StoreError::UnknownTenant(tenant.0));
+        }
+        let id = DeviceId(self.next_id::<DeviceRecord>(CF_DEVICES, |d| d.id.0)?);
+        let secret = random_secret()?;
+        let record = DeviceRecord {
+            id,
+            tenant,
+            name: name.to_owned(),
+            secret_hash: hash_secret(&secret),
+            blocked: false,
+            created_us: now_us,
+        };
+        self.put_json(CF_DEVICES, &id.0.to_be_bytes(), &record)?;
+        Ok((record, secret))
+    }
+
+    pub fn device(&self, id: DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        self.get_json(CF_DEVICES, &id.0.to_be_bytes())
+    }
+
+    pub fn devices(&self, tenant: Option<TenantId>) -> Result<Vec<DeviceRecord>, StoreError> {
+        let all: Vec<DeviceRecord> = self.all_json(CF_DEVICES)?;
+        Ok(all.into_iter().filter(|d| tenant.is_none_or(|t| d.tenant == t)).collect())
+    }
+
+    /// Blocks or unblocks a device. Returns the updated record.
+    pub fn set_blocked(&self, id: DeviceId, blocked: bool) -> Result<DeviceRecord, StoreError> {
+        let _guard = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let mut d = self.device(id)?.ok_or(StoreError::UnknownDevice(id.0))?;
+        d.blocked = blocked;
+        self.put_json(CF_DEVICES, &id.0.to_be_bytes(), &d)?;
+        Ok(d)
+    }
+
+    /// Checks a device's credential.
+    pub fn authenticate(&self, id: DeviceId, secret: &[u8; 32]) -> Result<Result<DeviceRecord, AuthFailure>, StoreError> {
+        let Some(d) = self.device(id)? else {
+            return Ok(Err(AuthFailure::UnknownOrWrongSecret));
+        };
+        if !constant_time_eq(d.secret_hash.as_bytes(), hash_secret(secret).as_bytes()) {
+            return Ok(Err(AuthFailure::UnknownOrWrongSecret));
+        }
+        if d.blocked {
+            return Ok(Err(AuthFailure::Blocked));
+        }
+        Ok(Ok(d))
+    }
+}

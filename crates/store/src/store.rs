@@ -1,0 +1,216 @@
+//! Opening the database and reading what it holds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use journeyd_wire::Position;
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteOptions};
+
+use crate::keys::{self, ALL_CFS, CF_CHUNKS, CF_JOURNEYS, CF_LAST};
+use crate::{DeviceId, JourneyId, JourneyMeta, StoreError, TenantId, chunk};
+
+/// How the hot store is opened (config `[store]`).
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Folder of the RocksDB instance.
+    pub path: PathBuf,
+    /// Sync the write-ahead log before acking. Default true; false only for benchmarks of the
+    /// unsynced ceiling.
+    pub sync: bool,
+    /// Memtable size per column family. Default 64 MiB.
+    pub write_buffer_bytes: usize,
+}
+
+impl StoreConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), sync: true, write_buffer_bytes: 64 << 20 }
+    }
+}
+
+/// The RocksDB hot store of one node.
+pub struct HotStore {
+    pub(crate) db: DB,
+    pub(crate) sync_write: WriteOptions,
+    pub(crate) admin: Mutex<()>,
+    pub(crate) fail_next_writes: AtomicU32,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for HotStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// Totals of what the store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    pub tenants: u64,
+    pub devices: u64,
+    pub journeys: u64,
+    pub positions: u64,
+    pub flagged_positions: u64,
+    pub batches: u64,
+    /// Live SST and memtable bytes as RocksDB estimates them.
+    pub disk_bytes: u64,
+}
+
+impl HotStore {
+    pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&config.path)
+            .map_err(|e| StoreError::Invalid(format!("cannot create {}: {e}", config.path.display())))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        opts.set_max_background_jobs(2);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.set_write_buffer_size(config.write_buffer_bytes);
+        opts.set_max_total_wal_size(512 << 20);
+        opts.set_keep_log_file_num(4);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut o = Options::default();
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            o.set_write_buffer_size(config.write_buffer_bytes);
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&opts, &config.path, cfs)?;
+        let mut sync_write = WriteOptions::default();
+        sync_write.set_sync(config.sync);
+        Ok(Self {
+            db,
+            sync_write,
+            admin: Mutex::new(()),
+            fail_next_writes: AtomicU32::new(0),
+            path: config.path.clone(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db.cf_handle(name).expect("every column family is created at open")
+    }
+
+    /// Makes the next `n` group commits fail before they reach RocksDB, as a full disk or a
+    /// failing device would. For failure tests (cases A6, F37) and drills.
+    pub fn fail_next_writes(&self, n: u32) {
+        self.fail_next_writes.store(n, Ordering::SeqCst);
+    }
+
+    pub(crate) fn take_injected_failure(&self) -> bool {
+        self.fail_next_writes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    pub fn journey(&self, t: TenantId, d: DeviceId, j: JourneyId) -> Result<Option<JourneyMeta>, StoreError> {
+        let key = keys::journey_key(t, d, j);
+        match self.db.get_pinned_cf(self.cf(CF_JOURNEYS), key)? {
+            Some(v) => Ok(Some(JourneyMeta::decode(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A device's journeys, oldest journey id first.
+    pub fn journeys(&self, t: TenantId, d: DeviceId) -> Result<Vec<(JourneyId, JourneyMeta)>, StoreError> {
+        let prefix = keys::device_prefix(t, d);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_JOURNEYS), IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let (_, _, j) = keys::parse_journey_key(&k).ok_or_else(|| StoreError::corrupt("journey key", &k, "wrong length"))?;
+            out.push((j, JourneyMeta::decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// A journey's positions in fix-time order, whatever order they arrived in.
+    pub fn track(&self, t: TenantId, d: DeviceId, j: JourneyId) -> Result<Vec<Position>, StoreError> {
+        let prefix = keys::journey_key(t, d, j);
+        let mut out = Vec::new();
+        self.for_each_chunk(&prefix, |_, c| out.extend(c.positions))?;
+        // Each fix time is stored once per journey (the writer drops repeats), so a stable
+        // sort is all that is needed.
+        out.sort_by_key(|p| p.fix_time_us);
+        Ok(out)
+    }
+
+    /// Every position of a device, in fix-time order.
+    pub fn device_positions(&self, t: TenantId, d: DeviceId) -> Result<Vec<Position>, StoreError> {
+        let prefix = keys::device_prefix(t, d);
+        let mut out = Vec::new();
+        self.for_each_chunk(&prefix, |_, c| out.extend(c.positions))?;
+        out.sort_by_key(|p| p.fix_time_us);
+        Ok(out)
+    }
+
+    pub(crate) fn for_each_chunk(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], chunk::Chunk),
+    ) -> Result<(), StoreError> {
+        for item in self.db.iterator_cf(self.cf(CF_CHUNKS), IteratorMode::From(prefix, Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            f(&k, chunk::decode(&k, &v)?);
+        }
+        Ok(())
+    }
+
+    /// The newest usable position of a device.
+    pub fn last_position(&self, t: TenantId, d: DeviceId) -> Result<Option<Position>, StoreError> {
+        let key = keys::device_prefix(t, d);
+        match self.db.get_pinned_cf(self.cf(CF_LAST), key)? {
+            None => Ok(None),
+            Some(v) => {
+                let c = chunk::decode(&key, &v)?;
+                Ok(c.positions.into_iter().next())
+            }
+        }
+    }
+
+    /// Whether the record with this sequence number of this device is stored.
+    pub fn is_stored(&self, d: DeviceId, seq: crate::BatchSeq) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(keys::CF_SEQS), keys::seq_key(d, seq))?.is_some())
+    }
+
+    /// Counts what the store holds, from journey metadata and the registry.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut s = StoreStats {
+            tenants: self.tenants()?.len() as u64,
+            devices: self.devices(None)?.len() as u64,
+            ..StoreStats::default()
+        };
+        for item in self.db.iterator_cf(self.cf(CF_JOURNEYS), IteratorMode::Start) {
+            let (k, v) = item?;
+            let m = JourneyMeta::decode(&k, &v)?;
+            s.journeys += 1;
+            s.positions += m.positions;
+            s.flagged_positions += m.flagged as u64;
+            s.batches += m.batches as u64;
+        }
+        for cf in ALL_CFS {
+            let cf = self.cf(cf);
+            let sst = self.db.property_int_value_cf(cf, "rocksdb.total-sst-files-size")?.unwrap_or(0);
+            let mem = self.db.property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables")?.unwrap_or(0);
+            s.disk_bytes += sst + mem;
+        }
+        Ok(s)
+    }
+
+    /// Flushes memtables to SST files (for clean shutdowns and stats).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for cf in ALL_CFS {
+            self.db.flush_cf(self.cf(cf))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,320 @@
+//! The group-commit writer: one thread that turns every request waiting in its queue into one
+//! RocksDB write batch with one synced WAL write, then answers each request.
+//!
+//! Requests arrive through a bounded crossbeam channel. When the queue is full,
+//! [`Writer::try_submit`] hands the request back, and the caller refuses with a retryable code
+//! instead of queueing without bound (case A7). A failed write answers every request of its
+//! group with the error and leaves no trace in the writer's caches (case A6).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use journeyd_wire::Position;
+use journeyd_wire::session::Record;
+use rocksdb::WriteBatch;
+
+use crate::keys::{self, CF_CHUNKS, CF_JOURNEYS, CF_LAST, CF_SEQS};
+use crate::{BatchSeq, DeviceId, HotStore, JourneyId, JourneyMeta, StoreError, TenantId, chunk};
+
+/// Tuning of the writer (config `[store]`).
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Requests the queue holds before submitters are refused. Default 4096.
+    pub queue_capacity: usize,
+    /// Most requests in one group commit. Default 2048.
+    pub max_group: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self { queue_capacity: 4096, max_group: 2048 }
+    }
+}
+
+/// What a stored record amounted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteOutcome {
+    /// Positions newly stored.
+    pub stored: u32,
+    /// Positions not stored because the journey already held their fix time.
+    pub duplicates: u32,
+    /// The record's sequence number was already stored: nothing was written.
+    pub replayed: bool,
+}
+
+type Reply = Box<dyn FnOnce(Result<WriteOutcome, StoreError>) + Send>;
+
+/// One record to store, and where to send the outcome.
+pub struct WriteRequest {
+    pub tenant: TenantId,
+    pub device: DeviceId,
+    pub seq: BatchSeq,
+    pub record: Record,
+    pub received_us: i64,
+    pub reply: Reply,
+}
+
+impl std::fmt::Debug for WriteRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteRequest")
+            .field("tenant", &self.tenant)
+            .field("device", &self.device)
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters the writer keeps for metrics and readiness.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub groups: AtomicU64,
+    pub records: AtomicU64,
+    pub positions: AtomicU64,
+    pub failed_groups: AtomicU64,
+    /// False from a failed write until the next good one: readiness goes red meanwhile.
+    pub healthy: AtomicBool,
+}
+
+/// Handle to the writer thread. Dropping every handle stops the thread after it drains.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    tx: Sender<WriteRequest>,
+    stats: Arc<WriterStats>,
+    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Writer {
+    pub fn start(store: Arc<HotStore>, config: WriterConfig) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
+        let stats = Arc::new(WriterStats { healthy: AtomicBool::new(true), ..WriterStats::default() });
+        let thread_stats = stats.clone();
+        let handle = std::thread::Builder::new()
+            .name("journeyd-writer".into())
+            .spawn(move || run(&store, &rx, config, &thread_stats))
+            .expect("spawning the writer thread");
+        Self { tx, stats, thread: Arc::new(std::sync::Mutex::new(Some(handle))) }
+    }
+
+    /// Queues a request, or hands it back when the queue is full or the writer has stopped.
+    #[expect(clippy::result_large_err, reason = "the request is handed back to be answered")]
+    pub fn try_submit(&self, req: WriteRequest) -> Result<(), WriteRequest> {
+        self.tx.try_send(req).map_err(|e| match e {
+            TrySendError::Full(r) | TrySendError::Disconnected(r) => r,
+        })
+    }
+
+    /// Requests waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.tx.capacity().unwrap_or(usize::MAX)
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Stops accepting work and waits until everything queued is written. Other clones of this
+    /// handle must be dropped first for the thread to see the end of its queue.
+    pub fn shutdown(self) {
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(self.tx);
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(store: &HotStore, rx: &Receiver<WriteRequest>, config: WriterConfig, stats: &WriterStats) {
+    let mut cache = MetaCache::default();
+    let mut group = Vec::with_capacity(config.max_group);
+    while let Ok(first) = rx.recv() {
+        group.push(first);
+        while group.len() < config.max_group {
+            match rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let n = group.len();
+        match commit(store, &mut cache, &group) {
+            Ok(outcomes) => {
+                let positions: u64 = outcomes.iter().map(|o| o.stored as u64).sum();
+                stats.groups.fetch_add(1, Ordering::Relaxed);
+                stats.records.fetch_add(n as u64, Ordering::Relaxed);
+                stats.positions.fetch_add(positions, Ordering::Relaxed);
+                stats.healthy.store(true, Ordering::Relaxed);
+                tracing::trace!(records = n, positions, elapsed_us = started.elapsed().as_micros() as u64, "group committed");
+                for (req, outcome) in group.drain(..).zip(outcomes) {
+                    (req.reply)(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                stats.failed_groups.fetch_add(1, Ordering::Relaxed);
+                stats.healthy.store(false, Ordering::Relaxed);
+                tracing::warn!(records = n, error = %e, "group commit failed; nothing of it was acked");
+                let message = e.to_string();
+                let retryable = e.is_retryable();
+                for req in group.drain(..) {
+                    (req.reply)(Err(StoreError::WriteFailed { retryable, message: message.clone() }));
+                }
+            }
+        }
+    }
+}
+
+/// Journey metadata and last positions the writer has read or written, so that a busy journey
+/// costs no read per batch. Only the writer thread writes these keys, so the cache is exact.
+#[derive(Default)]
+struct MetaCache {
+    metas: HashMap<[u8; 20], JourneyMeta>,
+    last: HashMap<[u8; 12], i64>,
+}
+
+impl MetaCache {
+    const MAX_ENTRIES: usize = 200_000;
+
+    fn trim(&mut self) {
+        if self.metas.len() > Self::MAX_ENTRIES {
+            self.metas.clear();
+        }
+        if self.last.len() > Self::MAX_ENTRIES {
+            self.last.clear();
+        }
+    }
+}
+
+/// Builds one write batch from a group, writes it synced, and returns each request's outcome.
+/// Changes to the cache are staged and applied only after the write succeeded.
+fn commit(store: &HotStore, cache: &mut MetaCache, group: &[WriteRequest]) -> Result<Vec<WriteOutcome>, StoreError> {
+    let mut batch = WriteBatch::default();
+    let mut metas: HashMap<[u8; 20], JourneyMeta> = HashMap::new();
+    let mut last: HashMap<[u8; 12], (i64, Position)> = HashMap::new();
+    let mut seqs_in_group: HashSet<[u8; 16]> = HashSet::new();
+    let mut pending_chunks: Vec<([u8; 20], Vec<i64>)> = Vec::new();
+    let mut outcomes = Vec::with_capacity(group.len());
+    let mut buf = Vec::new();
+
+    for req in group {
+        let seq_key = keys::seq_key(req.device, req.seq);
+        if !seqs_in_group.insert(seq_key) || store.db.get_pinned_cf(store.cf(CF_SEQS), seq_key)?.is_some() {
+            outcomes.push(WriteOutcome { replayed: true, ..WriteOutcome::default() });
+            continue;
+        }
+        let journey = match &req.record {
+            Record::JourneyStart(m) | Record::JourneyEnd(m) => m.journey,
+            Record::Batch { journey, .. } => *journey,
+        };
+        let jkey = keys::journey_key(req.tenant, req.device, JourneyId(journey));
+        let mut meta = match metas.get(&jkey).or_else(|| cache.metas.get(&jkey)) {
+            Some(m) => *m,
+            None => match store.db.get_pinned_cf(store.cf(CF_JOURNEYS), jkey)? {
+                Some(v) => JourneyMeta::decode(&jkey, &v)?,
+                None => JourneyMeta::default(),
+            },
+        };
+
+        let mut outcome = WriteOutcome::default();
+        match &req.record {
+            Record::JourneyStart(m) => meta.started_us = Some(meta.started_us.map_or(m.at_us, |v| v.min(m.at_us))),
+            Record::JourneyEnd(m) => meta.ended_us = Some(meta.ended_us.map_or(m.at_us, |v| v.max(m.at_us))),
+            Record::Batch { validated, .. } => {
+                let kept = &validated.kept;
+                let fresh: Vec<Position>;
+                let positions: &[Position] = if kept.iter().any(|p| meta.may_hold(p.fix_time_us)) {
+                    let held = held_fix_times(store, &jkey, &pending_chunks)?;
+                    fresh = kept.iter().filter(|p| !held.contains(&p.fix_time_us)).copied().collect();
+                    outcome.duplicates = (kept.len() - fresh.len()) as u32;
+                    &fresh
+                } else {
+                    kept
+                };
+                if let (Some(first), Some(lastp)) = (positions.first(), positions.last()) {
+                    chunk::encode(positions, req.received_us, &mut buf);
+                    batch.put_cf(store.cf(CF_CHUNKS), keys::chunk_key(req.tenant, req.device, JourneyId(journey), req.seq), &buf);
+                    let flagged = positions.iter().filter(|p| p.quality != 0).count() as u32;
+                    meta.add_batch(first.fix_time_us, lastp.fix_time_us, positions.len() as u64, flagged, req.received_us);
+                    pending_chunks.push((jkey, positions.iter().map(|p| p.fix_time_us).collect()));
+                    outcome.stored = positions.len() as u32;
+                    if let Some(newest) = positions.iter().rev().find(|p| p.quality().is_usable_for_track()) {
+                        note_last(store, cache, &mut last, keys::device_prefix(req.tenant, req.device), newest)?;
+                    }
+                }
+            }
+        }
+        batch.put_cf(store.cf(CF_JOURNEYS), jkey, meta.encode());
+        batch.put_cf(store.cf(CF_SEQS), seq_key, journey.to_be_bytes());
+        metas.insert(jkey, meta);
+        outcomes.push(outcome);
+    }
+
+    for (key, (_, p)) in &last {
+        let mut b = Vec::new();
+        chunk::encode(std::slice::from_ref(p), 0, &mut b);
+        batch.put_cf(store.cf(CF_LAST), key, b);
+    }
+
+    if store.take_injected_failure() {
+        return Err(StoreError::Injected("injected write failure"));
+    }
+    if !batch.is_empty() {
+        store.db.write_opt(batch, &store.sync_write)?;
+    }
+
+    cache.trim();
+    cache.metas.extend(metas);
+    cache.last.extend(last.into_iter().map(|(k, (t, _))| (k, t)));
+    Ok(outcomes)
+}
+
+/// The newest fix time stored for a device, staged or cached or read.
+fn note_last(
+    store: &HotStore,
+    cache: &MetaCache,
+    staged: &mut HashMap<[u8; 12], (i64, Position)>,
+    key: [u8; 12],
+    candidate: &Position,
+) -> Result<(), StoreError> {
+    let current = match staged.get(&key) {
+        Some((t, _)) => Some(*t),
+        None => match cache.last.get(&key) {
+            Some(t) => Some(*t),
+            None => match store.db.get_pinned_cf(store.cf(CF_LAST), key)? {
+                Some(v) => chunk::fix_times(&key, &v)?.next(),
+                None => None,
+            },
+        },
+    };
+    if current.is_none_or(|t| candidate.fix_time_us > t) {
+        staged.insert(key, (candidate.fix_time_us, *candidate));
+    }
+    Ok(())
+}
+
+/// Fix times a journey already holds: in the store and earlier in this group.
+fn held_fix_times(store: &HotStore, jkey: &[u8; 20], pending: &[([u8; 20], Vec<i64>)]) -> Result<HashSet<i64>, StoreError> {
+    let mut held = HashSet::new();
+    for item in store.db.iterator_cf(store.cf(CF_CHUNKS), rocksdb::IteratorMode::From(jkey, rocksdb::Direction::Forward)) {
+        let (k, v) = item?;
+        if !k.starts_with(jkey) {
+            break;
+        }
+        held.extend(chunk::fix_times(&k, &v)?);
+    }
+    for (k, times) in pending {
+        if k == jkey {
+            held.extend(times);
+        }
+    }
+    Ok(held)
+}
+
+#[cfg(test)]
+mod tests;

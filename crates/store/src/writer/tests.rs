@@ -1,0 +1,125 @@
+use std::sync::mpsc;
+
+use journeyd_wire::session::Record;
+use journeyd_wire::validate::ValidatedBatch;
+use journeyd_wire::{JourneyMark, Position};
+
+use super::*;
+use crate::StoreConfig;
+
+const T0: i64 = 1_780_000_000_000_000;
+
+fn open() -> (tempfile::TempDir, Arc<HotStore>, Writer) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(HotStore::open(&StoreConfig::new(dir.path().join("db"))).unwrap());
+    let writer = Writer::start(store.clone(), WriterConfig::default());
+    (dir, store, writer)
+}
+
+fn batch(journey: u64, times: &[i64]) -> Record {
+    let kept = times.iter().map(|t| Position::new(T0 + t, 10.0, 10.0 + *t as f64 * 1e-9)).collect();
+    Record::Batch { journey, validated: ValidatedBatch { kept, ..Default::default() } }
+}
+
+fn write(w: &Writer, device: u64, seq: u64, record: Record) -> Result<WriteOutcome, StoreError> {
+    let (tx, rx) = mpsc::channel();
+    let req = WriteRequest {
+        tenant: TenantId(1),
+        device: DeviceId(device),
+        seq: BatchSeq(seq),
+        record,
+        received_us: T0,
+        reply: Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    };
+    w.try_submit(req).map_err(|_| StoreError::WriterStopped)?;
+    rx.recv().unwrap()
+}
+
+#[test]
+fn stores_and_reads_back_in_fix_time_order() {
+    let (_d, store, w) = open();
+    write(&w, 1, 1, Record::JourneyStart(JourneyMark { journey: 7, at_us: T0 })).unwrap();
+    assert_eq!(write(&w, 1, 3, batch(7, &[30, 40])).unwrap().stored, 2);
+    assert_eq!(write(&w, 1, 2, batch(7, &[10, 20])).unwrap().stored, 2);
+    let track = store.track(TenantId(1), DeviceId(1), JourneyId(7)).unwrap();
+    let times: Vec<i64> = track.iter().map(|p| p.fix_time_us - T0).collect();
+    assert_eq!(times, vec![10, 20, 30, 40]);
+    let meta = store.journey(TenantId(1), DeviceId(1), JourneyId(7)).unwrap().unwrap();
+    assert_eq!((meta.positions, meta.batches, meta.started_us), (4, 2, Some(T0)));
+    assert_eq!(store.last_position(TenantId(1), DeviceId(1)).unwrap().unwrap().fix_time_us, T0 + 40);
+}
+
+#[test]
+fn a_resent_sequence_number_is_not_stored_again() {
+    let (_d, store, w) = open();
+    assert_eq!(write(&w, 1, 1, batch(7, &[1, 2, 3])).unwrap().stored, 3);
+    let again = write(&w, 1, 1, batch(7, &[1, 2, 3])).unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.stored, 0);
+    assert_eq!(store.stats().unwrap().positions, 3);
+    assert_eq!(store.track(TenantId(1), DeviceId(1), JourneyId(7)).unwrap().len(), 3);
+}
+
+#[test]
+fn fixes_already_held_are_not_stored_twice_under_a_new_sequence_number() {
+    let (_d, store, w) = open();
+    write(&w, 1, 1, batch(7, &[1, 2, 3])).unwrap();
+    let o = write(&w, 1, 2, batch(7, &[2, 3, 4])).unwrap();
+    assert_eq!((o.stored, o.duplicates), (1, 2));
+    let o = write(&w, 1, 3, batch(7, &[1, 2, 3])).unwrap();
+    assert_eq!((o.stored, o.duplicates), (0, 3));
+    assert_eq!(store.stats().unwrap().positions, 4);
+}
+
+#[test]
+fn a_failed_write_acks_nothing_and_the_resend_lands_once() {
+    let (_d, store, w) = open();
+    store.fail_next_writes(1);
+    let err = write(&w, 1, 7, batch(1, &[1, 2])).unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(!w.stats().healthy.load(Ordering::SeqCst));
+    assert!(!store.is_stored(DeviceId(1), BatchSeq(7)).unwrap());
+    assert_eq!(store.stats().unwrap().positions, 0);
+    let o = write(&w, 1, 7, batch(1, &[1, 2])).unwrap();
+    assert_eq!(o.stored, 2);
+    assert!(w.stats().healthy.load(Ordering::SeqCst));
+    assert_eq!(store.stats().unwrap().positions, 2);
+}
+
+#[test]
+fn concurrent_writers_share_group_commits() {
+    let (_d, store, w) = open();
+    let threads: Vec<_> = (0..8u64)
+        .map(|dev| {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                for seq in 1..=50u64 {
+                    let t = seq as i64 * 1000;
+                    write(&w, dev, seq, batch(1, &[t, t + 1])).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(store.stats().unwrap().positions, 8 * 50 * 2);
+    assert_eq!(w.stats().records.load(Ordering::SeqCst), 400);
+}
+
+#[test]
+fn data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig::new(dir.path().join("db"));
+    {
+        let store = Arc::new(HotStore::open(&cfg).unwrap());
+        let w = Writer::start(store.clone(), WriterConfig::default());
+        write(&w, 3, 1, batch(9, &[5, 6])).unwrap();
+        w.shutdown();
+    }
+    let store = HotStore::open(&cfg).unwrap();
+    assert_eq!(store.track(TenantId(1), DeviceId(3), JourneyId(9)).unwrap().len(), 2);
+    assert!(store.is_stored(DeviceId(3), BatchSeq(1)).unwrap());
+}
