@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use journeyd_store::{AuthFailure, BatchSeq, DeviceId, DeviceRecord, StoreError, WriteOutcome, WriteRequest};
+use journeyd_store::{
+    AuthFailure, BatchSeq, DeviceId, DeviceRecord, StoreError, WriteOutcome, WriteRequest,
+};
+use journeyd_wire::CloseCode;
 use journeyd_wire::frame::{self, Enrolled, FrameHeader, FrameKind, HEADER_LEN};
 use journeyd_wire::session::{self, Close, HeaderVerdict, Record, ServerSession, SessionEvent};
-use journeyd_wire::CloseCode;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use rkyv::util::AlignedVec;
 use tokio::sync::{Semaphore, mpsc};
@@ -36,8 +38,14 @@ pub(crate) async fn serve(conn: Connection, shared: Arc<Shared>) {
 }
 
 fn close(conn: &Connection, shared: &Shared, c: &Close) {
-    if matches!(c.code, CloseCode::MalformedFrame | CloseCode::ProtocolViolation) {
-        shared.stats.malformed_closes.fetch_add(1, Ordering::Relaxed);
+    if matches!(
+        c.code,
+        CloseCode::MalformedFrame | CloseCode::ProtocolViolation
+    ) {
+        shared
+            .stats
+            .malformed_closes
+            .fetch_add(1, Ordering::Relaxed);
     }
     tracing::debug!(code = ?c.code, reason = %c.reason, "closing connection");
     conn.close(VarInt::from_u32(c.code as u32), c.reason.as_bytes());
@@ -45,14 +53,22 @@ fn close(conn: &Connection, shared: &Shared, c: &Close) {
 
 /// Serves the connection until it ends; returns the device it authenticated as, if any.
 async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
-    let (send, mut recv) = match tokio::time::timeout(shared.config.hello_timeout, conn.accept_bi()).await {
-        Ok(Ok(streams)) => streams,
-        Ok(Err(_)) => return None,
-        Err(_) => {
-            close(conn, shared, &Close { code: CloseCode::HelloTimeout, reason: "no stream opened in time".into() });
-            return None;
-        }
-    };
+    let (send, mut recv) =
+        match tokio::time::timeout(shared.config.hello_timeout, conn.accept_bi()).await {
+            Ok(Ok(streams)) => streams,
+            Ok(Err(_)) => return None,
+            Err(_) => {
+                close(
+                    conn,
+                    shared,
+                    &Close {
+                        code: CloseCode::HelloTimeout,
+                        reason: "no stream opened in time".into(),
+                    },
+                );
+                return None;
+            }
+        };
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     tokio::spawn(send_acks(send, ack_rx));
 
@@ -69,7 +85,14 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
             match tokio::time::timeout(shared.config.hello_timeout, read).await {
                 Ok(r) => r,
                 Err(_) => {
-                    close(conn, shared, &Close { code: CloseCode::HelloTimeout, reason: "no hello in time".into() });
+                    close(
+                        conn,
+                        shared,
+                        &Close {
+                            code: CloseCode::HelloTimeout,
+                            reason: "no hello in time".into(),
+                        },
+                    );
                     break;
                 }
             }
@@ -82,7 +105,14 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
         let header = match FrameHeader::decode(&header_buf) {
             Ok(h) => h,
             Err(e) => {
-                close(conn, shared, &Close { code: CloseCode::MalformedFrame, reason: e.to_string() });
+                close(
+                    conn,
+                    shared,
+                    &Close {
+                        code: CloseCode::MalformedFrame,
+                        reason: e.to_string(),
+                    },
+                );
                 break;
             }
         };
@@ -93,7 +123,11 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
                     break;
                 }
                 shared.stats.split_requests.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(seq = header.seq, body_len = header.body_len, "batch too large; asked to split");
+                tracing::debug!(
+                    seq = header.seq,
+                    body_len = header.body_len,
+                    "batch too large; asked to split"
+                );
                 let _ = ack_tx.send(reply);
                 continue;
             }
@@ -117,47 +151,84 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
         };
         match event {
             SessionEvent::Nothing => {}
-            SessionEvent::Authenticate { device_id, secret } => match shared.store.authenticate(DeviceId(device_id), &secret) {
-                Ok(Ok(record)) => {
-                    let _ = ack_tx.send(session.authenticated(device_id, now));
-                    open(conn, shared, &record);
-                    device = Some(record);
+            SessionEvent::Authenticate { device_id, secret } => {
+                match shared.store.authenticate(DeviceId(device_id), &secret) {
+                    Ok(Ok(record)) => {
+                        let _ = ack_tx.send(session.authenticated(device_id, now));
+                        open(conn, shared, &record);
+                        device = Some(record);
+                    }
+                    Ok(Err(failure)) => {
+                        refuse_auth(conn, shared, failure, device_id);
+                        break;
+                    }
+                    Err(e) => {
+                        close(
+                            conn,
+                            shared,
+                            &Close {
+                                code: CloseCode::Busy,
+                                reason: format!("store unavailable: {e}"),
+                            },
+                        );
+                        break;
+                    }
                 }
-                Ok(Err(failure)) => {
-                    refuse_auth(conn, shared, failure, device_id);
-                    break;
+            }
+            SessionEvent::Enrol { code, device_name } => {
+                match enrol(shared, &code, &device_name, now) {
+                    Ok(Some((record, secret))) => {
+                        let enrolled = Enrolled {
+                            device_id: record.id.0,
+                            secret,
+                        };
+                        let _ = ack_tx.send(frame::encode_frame(FrameKind::Enrolled, 0, &enrolled));
+                        let _ = ack_tx.send(session.authenticated(record.id.0, now));
+                        open(conn, shared, &record);
+                        device = Some(record);
+                    }
+                    Ok(None) => {
+                        shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                        close(
+                            conn,
+                            shared,
+                            &Close {
+                                code: CloseCode::BadCredential,
+                                reason: "unknown enrolment code".into(),
+                            },
+                        );
+                        break;
+                    }
+                    Err(e) => {
+                        close(
+                            conn,
+                            shared,
+                            &Close {
+                                code: CloseCode::Busy,
+                                reason: format!("store unavailable: {e}"),
+                            },
+                        );
+                        break;
+                    }
                 }
-                Err(e) => {
-                    close(conn, shared, &Close { code: CloseCode::Busy, reason: format!("store unavailable: {e}") });
-                    break;
-                }
-            },
-            SessionEvent::Enrol { code, device_name } => match enrol(shared, &code, &device_name, now) {
-                Ok(Some((record, secret))) => {
-                    let enrolled = Enrolled { device_id: record.id.0, secret };
-                    let _ = ack_tx.send(frame::encode_frame(FrameKind::Enrolled, 0, &enrolled));
-                    let _ = ack_tx.send(session.authenticated(record.id.0, now));
-                    open(conn, shared, &record);
-                    device = Some(record);
-                }
-                Ok(None) => {
-                    shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-                    close(conn, shared, &Close { code: CloseCode::BadCredential, reason: "unknown enrolment code".into() });
-                    break;
-                }
-                Err(e) => {
-                    close(conn, shared, &Close { code: CloseCode::Busy, reason: format!("store unavailable: {e}") });
-                    break;
-                }
-            },
+            }
             SessionEvent::Store { seq, record } => {
                 let Some(dev) = &device else {
-                    close(conn, shared, &Close { code: CloseCode::ProtocolViolation, reason: "record before hello".into() });
+                    close(
+                        conn,
+                        shared,
+                        &Close {
+                            code: CloseCode::ProtocolViolation,
+                            reason: "record before hello".into(),
+                        },
+                    );
                     break;
                 };
                 // Waiting here for a free slot stops reading the stream, so QUIC flow control
                 // pushes back on the device.
-                let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
                 submit(shared, dev, seq, record, now, ack_tx.clone(), permit);
             }
         }
@@ -168,7 +239,13 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
 fn open(conn: &Connection, shared: &Shared, record: &DeviceRecord) {
     tracing::Span::current().record("device", record.id.0);
     tracing::debug!(tenant = record.tenant.0, "device authenticated");
-    shared.live.lock().unwrap_or_else(|p| p.into_inner()).entry(record.id).or_default().push(conn.clone());
+    shared
+        .live
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(record.id)
+        .or_default()
+        .push(conn.clone());
 }
 
 fn refuse_auth(conn: &Connection, shared: &Shared, failure: AuthFailure, device_id: u64) {
@@ -183,15 +260,32 @@ fn refuse_auth(conn: &Connection, shared: &Shared, failure: AuthFailure, device_
         }
     };
     tracing::info!(device = device_id, ?code, "device refused");
-    close(conn, shared, &Close { code, reason: reason.into() });
+    close(
+        conn,
+        shared,
+        &Close {
+            code,
+            reason: reason.into(),
+        },
+    );
 }
 
-fn enrol(shared: &Shared, code: &[u8; 32], name: &str, now: i64) -> Result<Option<(DeviceRecord, [u8; 32])>, StoreError> {
+fn enrol(
+    shared: &Shared,
+    code: &[u8; 32],
+    name: &str,
+    now: i64,
+) -> Result<Option<(DeviceRecord, [u8; 32])>, StoreError> {
     let Some(tenant) = shared.store.tenant_by_enrolment_code(code)? else {
         return Ok(None);
     };
     let (record, secret) = shared.store.add_device(tenant.id, name, now)?;
-    tracing::info!(device = record.id.0, tenant = tenant.id.0, name, "device enrolled");
+    tracing::info!(
+        device = record.id.0,
+        tenant = tenant.id.0,
+        name,
+        "device enrolled"
+    );
     Ok(Some((record, secret)))
 }
 
@@ -207,7 +301,11 @@ fn submit(
 ) {
     let stats = shared.stats.clone();
     let (kept, flagged, refusals) = match &record {
-        Record::Batch { validated, .. } => (validated.kept.len() as u64, validated.flagged, validated.refusals.clone()),
+        Record::Batch { validated, .. } => (
+            validated.kept.len() as u64,
+            validated.flagged,
+            validated.refusals.clone(),
+        ),
         _ => (0, 0, Vec::new()),
     };
     if stats.queued_positions.load(Ordering::Relaxed) + kept > shared.config.max_queued_positions {
@@ -218,7 +316,9 @@ fn submit(
     stats.queued_positions.fetch_add(kept, Ordering::Relaxed);
     let reply_stats = stats.clone();
     let reply = move |result: Result<WriteOutcome, StoreError>| {
-        reply_stats.queued_positions.fetch_sub(kept, Ordering::Relaxed);
+        reply_stats
+            .queued_positions
+            .fetch_sub(kept, Ordering::Relaxed);
         let frame = match result {
             Ok(o) => {
                 reply_stats.records_acked.fetch_add(1, Ordering::Relaxed);
@@ -226,9 +326,15 @@ fn submit(
                     reply_stats.records_replayed.fetch_add(1, Ordering::Relaxed);
                     session::ack_stored(seq, 0, kept as u32, 0, &refusals)
                 } else {
-                    reply_stats.positions_stored.fetch_add(o.stored as u64, Ordering::Relaxed);
-                    reply_stats.positions_duplicate.fetch_add(o.duplicates as u64, Ordering::Relaxed);
-                    reply_stats.positions_flagged.fetch_add(flagged as u64, Ordering::Relaxed);
+                    reply_stats
+                        .positions_stored
+                        .fetch_add(o.stored as u64, Ordering::Relaxed);
+                    reply_stats
+                        .positions_duplicate
+                        .fetch_add(o.duplicates as u64, Ordering::Relaxed);
+                    reply_stats
+                        .positions_flagged
+                        .fetch_add(flagged as u64, Ordering::Relaxed);
                     for r in &refusals {
                         reply_stats.count_refusal(r.reason);
                     }
@@ -257,7 +363,10 @@ fn submit(
         reply: Box::new(reply),
     };
     if let Err(req) = shared.writer.try_submit(req) {
-        (req.reply)(Err(StoreError::WriteFailed { retryable: true, message: "writer queue full".into() }));
+        (req.reply)(Err(StoreError::WriteFailed {
+            retryable: true,
+            message: "writer queue full".into(),
+        }));
     }
 }
 

@@ -4,9 +4,15 @@ pub enum IngestError {
     #[error("tls: {0}")]
     Tls(String),
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("store: {0}")]
     Store(#[from] journeyd_store::StoreError),
 }

@@ -96,7 +96,10 @@ impl IngestStats {
 
     /// Positions refused so far, by reason.
     pub fn refused(&self) -> Vec<(RefusalReason, u64)> {
-        RefusalReason::ALL.iter().map(|r| (*r, self.refused[*r as usize].load(Ordering::Relaxed))).collect()
+        RefusalReason::ALL
+            .iter()
+            .map(|r| (*r, self.refused[*r as usize].load(Ordering::Relaxed)))
+            .collect()
     }
 }
 
@@ -124,7 +127,9 @@ pub struct IngestServer {
 
 impl std::fmt::Debug for IngestServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IngestServer").field("addr", &self.endpoint.local_addr().ok()).finish_non_exhaustive()
+        f.debug_struct("IngestServer")
+            .field("addr", &self.endpoint.local_addr().ok())
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,16 +147,27 @@ impl IngestServer {
         let mut transport = quinn::TransportConfig::default();
         let idle = Duration::from_millis(config.limits.idle_timeout_ms as u64);
         transport
-            .max_idle_timeout(Some(idle.try_into().map_err(|_| IngestError::Tls("idle timeout too large".into()))?))
+            .max_idle_timeout(Some(
+                idle.try_into()
+                    .map_err(|_| IngestError::Tls("idle timeout too large".into()))?,
+            ))
             .max_concurrent_bidi_streams(VarInt::from_u32(1))
             .max_concurrent_uni_streams(VarInt::from_u32(0))
             // One batch of the largest size fits the stream window; the windows, not the
             // connection count, bound memory, since quinn allocates only for data received.
-            .stream_receive_window(VarInt::from_u32(config.limits.max_batch_body().saturating_add(64 * 1024)))
-            .receive_window(VarInt::from_u32(config.limits.max_batch_body().saturating_mul(2)))
+            .stream_receive_window(VarInt::from_u32(
+                config.limits.max_batch_body().saturating_add(64 * 1024),
+            ))
+            .receive_window(VarInt::from_u32(
+                config.limits.max_batch_body().saturating_mul(2),
+            ))
             .send_window(256 * 1024);
         server_config.transport_config(Arc::new(transport));
-        let endpoint = Endpoint::server(server_config, config.listen).map_err(|source| IngestError::Bind { addr: config.listen, source })?;
+        let endpoint =
+            Endpoint::server(server_config, config.listen).map_err(|source| IngestError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let shared = Arc::new(Shared {
             store,
             writer,
@@ -165,7 +181,9 @@ impl IngestServer {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.endpoint.local_addr().expect("a bound endpoint has an address")
+        self.endpoint
+            .local_addr()
+            .expect("a bound endpoint has an address")
     }
 
     pub fn stats(&self) -> &Arc<IngestStats> {
@@ -177,16 +195,26 @@ impl IngestServer {
         let w = &self.shared.writer;
         w.stats().healthy.load(Ordering::Relaxed)
             && w.queued() < w.capacity()
-            && self.shared.stats.queued_positions.load(Ordering::Relaxed) < self.shared.config.max_queued_positions
+            && self.shared.stats.queued_positions.load(Ordering::Relaxed)
+                < self.shared.config.max_queued_positions
     }
 
     /// Blocks a device: records it in the store, then closes its open connections with
     /// `DeviceBlocked`. New connections are refused at the hello from the stored flag.
     pub fn block_device(&self, device: DeviceId) -> Result<(), IngestError> {
         self.shared.store.set_blocked(device, true)?;
-        let conns = self.shared.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&device).unwrap_or_default();
+        let conns = self
+            .shared
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&device)
+            .unwrap_or_default();
         for c in &conns {
-            c.close(VarInt::from_u32(CloseCode::DeviceBlocked as u32), b"device blocked by an admin");
+            c.close(
+                VarInt::from_u32(CloseCode::DeviceBlocked as u32),
+                b"device blocked by an admin",
+            );
         }
         tracing::info!(device = device.0, closed = conns.len(), "device blocked");
         Ok(())
@@ -195,7 +223,10 @@ impl IngestServer {
     /// Stops accepting, closes every connection with `ShuttingDown`, and waits briefly for
     /// the close to reach the devices.
     pub async fn shutdown(&self) {
-        self.endpoint.close(VarInt::from_u32(CloseCode::ShuttingDown as u32), b"server shutting down");
+        self.endpoint.close(
+            VarInt::from_u32(CloseCode::ShuttingDown as u32),
+            b"server shutting down",
+        );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 }

@@ -12,15 +12,22 @@ use crate::IngestError;
 pub const SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> IngestError + '_ {
-    move |source| IngestError::Io { path: path.display().to_string(), source }
+    move |source| IngestError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Loads `cert` and `key` (PEM); when neither exists, generates a self-signed pair for
 /// [`SELF_SIGNED_NAMES`] and writes both (the key readable by its owner only).
-pub fn load_or_generate(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), IngestError> {
+pub fn load_or_generate(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), IngestError> {
     if !cert.exists() && !key.exists() {
         let names: Vec<String> = SELF_SIGNED_NAMES.iter().map(|s| s.to_string()).collect();
-        let generated = rcgen::generate_simple_self_signed(names).map_err(|e| IngestError::Tls(format!("generating a certificate: {e}")))?;
+        let generated = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| IngestError::Tls(format!("generating a certificate: {e}")))?;
         if let Some(dir) = cert.parent() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
@@ -32,9 +39,13 @@ pub fn load_or_generate(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| IngestError::Tls(format!("{}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(IngestError::Tls(format!("{}: no certificate in the file", cert.display())));
+        return Err(IngestError::Tls(format!(
+            "{}: no certificate in the file",
+            cert.display()
+        )));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| IngestError::Tls(format!("{}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| IngestError::Tls(format!("{}: {e}", key.display())))?;
     Ok((certs, key))
 }
 
@@ -50,7 +61,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IngestError> {
 }
 
 /// The rustls side of the QUIC server: TLS 1.3 only, ALPN `journeyd/1`, no 0-RTT.
-pub fn server_crypto(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Arc<quinn::crypto::rustls::QuicServerConfig>, IngestError> {
+pub fn server_crypto(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<quinn::crypto::rustls::QuicServerConfig>, IngestError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -61,6 +75,7 @@ pub fn server_crypto(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'st
     tls.alpn_protocols = vec![journeyd_wire::ALPN.to_vec()];
     // Early data could be replayed by anyone on the path (case E34): batches never ride in it.
     tls.max_early_data_size = 0;
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| IngestError::Tls(e.to_string()))?;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| IngestError::Tls(e.to_string()))?;
     Ok(Arc::new(quic))
 }

@@ -1,1 +1,7 @@
-//! placeholder
+//! journeyd: the node binary's parts, as a library so that end-to-end tests and tools can run
+//! them in-process. `main.rs` is only the command line.
+
+pub mod bench;
+pub mod config;
+pub mod replay;
+pub mod serve;

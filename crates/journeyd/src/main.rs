@@ -1,1 +1,341 @@
-fn main() {}
+//! The journeyd command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use journeyd::config::JourneydConfig;
+use journeyd::{bench, replay, serve};
+use journeyd_store::{DeviceId, HotStore, StoreConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "journeyd",
+    version,
+    about = "GPS telemetry ingestion for journey-management safety systems"
+)]
+struct Cli {
+    /// Configuration file (TOML). Without one, journeyd runs on its embedded defaults.
+    #[arg(long, global = true, env = "JOURNEYD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `journeyd=debug`.
+    #[arg(long, global = true, default_value = "info", env = "JOURNEYD_LOG")]
+    log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the node: QUIC ingest on the hot store.
+    Serve,
+    /// Enrol, list, block and unblock devices (with the server stopped).
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Feed recorded tracks (GPX, FIT, NMEA, CSV, GeoJSON) to a server as devices.
+    Replay(ReplayArgs),
+    /// What the hot store holds.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drive simulated devices against a fresh server and print throughput and ack latency.
+    Bench(BenchArgs),
+    /// Write a set of generated journeys as CSV files into a folder, for demos.
+    DemoTracks {
+        out: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        devices: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceCommand {
+    /// Enrol a device and print its credential (shown this once).
+    Add {
+        #[arg(long)]
+        name: String,
+        /// Tenant name. Default: the only tenant, or `demo`.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List devices.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Block a device: it can no longer connect.
+    Block { id: u64 },
+    /// Unblock a device.
+    Unblock { id: u64 },
+}
+
+#[derive(clap::Args, Debug)]
+struct ReplayArgs {
+    /// Files or folders of tracks.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Server address. Default: the local server's, from `<data_dir>/ready.json`.
+    #[arg(long)]
+    server: Option<SocketAddr>,
+    /// Name in the server certificate.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Certificate to trust. Default: the local server's.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Enrolment code (64 hex digits). Default: `<data_dir>/demo-enrolment-code`.
+    #[arg(long, env = "JOURNEYD_ENROLMENT_CODE")]
+    enrolment_code: Option<String>,
+    /// Device state (credentials, outboxes). Default: `<data_dir>/replay-devices`.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Move each file's times so that its last fix is now.
+    #[arg(long)]
+    shift_to_now: bool,
+    /// Replay at this multiple of real time (e.g. 60). Default: as fast as acks come.
+    #[arg(long)]
+    speed: Option<f64>,
+    /// Silence that splits a track into journeys.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    gap: Duration,
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 500)]
+    batch: u32,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    #[arg(long, default_value_t = 1000)]
+    devices: usize,
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Batches per second per device; 0 = as fast as acks come.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    #[arg(long, default_value_t = 4)]
+    client_endpoints: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_json);
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            #[expect(clippy::print_stderr, reason = "the error is the command's answer")]
+            {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+#[expect(clippy::print_stdout, reason = "printing is what these commands do")]
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = JourneydConfig::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => runtime()?.block_on(serve::run(config)),
+        Command::Device(cmd) => device(&config, cmd),
+        Command::Stats { json } => {
+            let store = HotStore::open_read_only(&config.store_path()).with_context(|| {
+                format!(
+                    "opening {} (has journeyd serve run here?)",
+                    config.store_path().display()
+                )
+            })?;
+            let stats = store.stats()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                println!(
+                    "tenants {}\ndevices {}\njourneys {}\npositions {} ({} flagged)\nbatches {}\nstore bytes {}",
+                    stats.tenants,
+                    stats.devices,
+                    stats.journeys,
+                    stats.positions,
+                    stats.flagged_positions,
+                    stats.batches,
+                    stats.disk_bytes
+                );
+            }
+            Ok(())
+        }
+        Command::Replay(args) => {
+            let json = args.json;
+            let opts = replay_options(&config, &args)?;
+            let summary = runtime()?.block_on(replay::replay(&args.paths, opts));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", summary.render());
+            }
+            Ok(())
+        }
+        Command::Bench(args) => {
+            let opts = bench::BenchOptions {
+                devices: args.devices,
+                batch_positions: args.batch,
+                rate: args.rate,
+                duration: args.duration,
+                client_endpoints: args.client_endpoints,
+            };
+            let report = runtime()?.block_on(bench::run(opts))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(())
+        }
+        Command::DemoTracks { out, devices } => {
+            let files = replay::write_demo_tracks(&out, devices, serve::now_us())?;
+            println!("wrote {files} files to {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn replay_options(
+    config: &JourneydConfig,
+    args: &ReplayArgs,
+) -> anyhow::Result<replay::ReplayOptions> {
+    let local: Option<serve::Ready> = std::fs::read_to_string(config.ready_path())
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let server = match (args.server, &local) {
+        (Some(s), _) => s,
+        (None, Some(r)) => loopback_of(r.quic),
+        (None, None) => anyhow::bail!(
+            "no --server given and no running server in {}",
+            config.data_dir.display()
+        ),
+    };
+    let cert = args.cert.clone().unwrap_or_else(|| config.cert_path());
+    let code_text = match &args.enrolment_code {
+        Some(c) => c.clone(),
+        None => std::fs::read_to_string(config.enrolment_code_path()).with_context(|| {
+            format!(
+                "no --enrolment-code given and none in {}",
+                config.enrolment_code_path().display()
+            )
+        })?,
+    };
+    Ok(replay::ReplayOptions {
+        server,
+        server_name: args.server_name.clone(),
+        trust: bench::load_certs(&cert)?,
+        enrolment_code: journeyd_device::parse_code(&code_text)?,
+        state_dir: args
+            .state
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("replay-devices")),
+        shift_to_now: args.shift_to_now,
+        speed: args.speed,
+        journey_gap: args.gap,
+        concurrency: args.concurrency,
+        batch_positions: args.batch,
+    })
+}
+
+/// A wildcard listen address reached through loopback.
+fn loopback_of(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
+#[expect(clippy::print_stdout, reason = "printing is what these commands do")]
+fn device(config: &JourneydConfig, cmd: DeviceCommand) -> anyhow::Result<()> {
+    let store = HotStore::open(&StoreConfig::new(config.store_path()))
+        .with_context(|| format!("opening {} (stop journeyd serve first; devices can also enrol themselves with the enrolment code)", config.store_path().display()))?;
+    match cmd {
+        DeviceCommand::Add { name, tenant } => {
+            let tenants = store.tenants()?;
+            let tenant = match tenant {
+                Some(n) => tenants
+                    .into_iter()
+                    .find(|t| t.name == n)
+                    .with_context(|| format!("no tenant named {n}"))?,
+                None => match tenants.len() {
+                    0 => store.create_tenant(&config.demo.tenant, serve::now_us())?.0,
+                    1 => tenants.into_iter().next().expect("one tenant"),
+                    _ => anyhow::bail!("several tenants: say which with --tenant"),
+                },
+            };
+            let (record, secret) = store.add_device(tenant.id, &name, serve::now_us())?;
+            let credential = journeyd_device::Credential {
+                device_id: record.id.0,
+                secret,
+            };
+            println!(
+                "device {} ({}) enrolled in tenant {}",
+                record.id.0, record.name, tenant.name
+            );
+            println!(
+                "credential (shown once; only its hash is kept): {}",
+                credential.to_token()
+            );
+        }
+        DeviceCommand::List { json } => {
+            let devices = store.devices(None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&devices)?);
+            } else {
+                for d in devices {
+                    println!(
+                        "{}\ttenant {}\t{}\t{}",
+                        d.id.0,
+                        d.tenant.0,
+                        if d.blocked { "blocked" } else { "active" },
+                        d.name
+                    );
+                }
+            }
+        }
+        DeviceCommand::Block { id } => {
+            store.set_blocked(DeviceId(id), true)?;
+            println!("device {id} blocked");
+        }
+        DeviceCommand::Unblock { id } => {
+            store.set_blocked(DeviceId(id), false)?;
+            println!("device {id} unblocked");
+        }
+    }
+    Ok(())
+}

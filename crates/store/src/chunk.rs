@@ -52,7 +52,10 @@ pub struct Chunk {
 pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Chunk, StoreError> {
     let corrupt = |detail: String| StoreError::corrupt("chunk", key, detail);
     if bytes.len() < HEADER {
-        return Err(corrupt(format!("{} bytes is shorter than the header", bytes.len())));
+        return Err(corrupt(format!(
+            "{} bytes is shorter than the header",
+            bytes.len()
+        )));
     }
     if bytes[0] != FORMAT {
         return Err(corrupt(format!("unknown chunk format {}", bytes[0])));
@@ -61,16 +64,28 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Chunk, StoreError> {
     let received_us = i64::from_le_bytes(bytes[8..16].try_into().expect("8-byte slice"));
     let body = &bytes[HEADER..];
     if body.len() != count * POSITION {
-        return Err(corrupt(format!("{count} positions need {} bytes, found {}", count * POSITION, body.len())));
+        return Err(corrupt(format!(
+            "{count} positions need {} bytes, found {}",
+            count * POSITION,
+            body.len()
+        )));
     }
     let positions = body.chunks_exact(POSITION).map(decode_position).collect();
-    Ok(Chunk { received_us, positions })
+    Ok(Chunk {
+        received_us,
+        positions,
+    })
 }
 
 /// Only the fix times of a chunk, for duplicate checks.
-pub fn fix_times<'a>(key: &[u8], bytes: &'a [u8]) -> Result<impl Iterator<Item = i64> + 'a, StoreError> {
+pub fn fix_times<'a>(
+    key: &[u8],
+    bytes: &'a [u8],
+) -> Result<impl Iterator<Item = i64> + 'a, StoreError> {
     decode_header_len(key, bytes)?;
-    Ok(bytes[HEADER..].chunks_exact(POSITION).map(|p| i64::from_le_bytes(p[0..8].try_into().expect("8-byte slice"))))
+    Ok(bytes[HEADER..]
+        .chunks_exact(POSITION)
+        .map(|p| i64::from_le_bytes(p[0..8].try_into().expect("8-byte slice"))))
 }
 
 fn decode_header_len(key: &[u8], bytes: &[u8]) -> Result<usize, StoreError> {

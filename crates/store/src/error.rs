@@ -4,7 +4,11 @@ pub enum StoreError {
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
     #[error("corrupt {what} under key {key}: {detail}")]
-    Corrupt { what: &'static str, key: String, detail: String },
+    Corrupt {
+        what: &'static str,
+        key: String,
+        detail: String,
+    },
     #[error("the writer has stopped")]
     WriterStopped,
     #[error("write refused: {0}")]
@@ -25,12 +29,22 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::WriteFailed { retryable, .. } => *retryable,
-            _ => !matches!(self, Self::Corrupt { .. } | Self::UnknownTenant(_) | Self::UnknownDevice(_) | Self::Invalid(_)),
+            _ => !matches!(
+                self,
+                Self::Corrupt { .. }
+                    | Self::UnknownTenant(_)
+                    | Self::UnknownDevice(_)
+                    | Self::Invalid(_)
+            ),
         }
     }
 
     pub(crate) fn corrupt(what: &'static str, key: &[u8], detail: impl Into<String>) -> Self {
-        Self::Corrupt { what, key: hex(key), detail: detail.into() }
+        Self::Corrupt {
+            what,
+            key: hex(key),
+            detail: detail.into(),
+        }
     }
 }
 

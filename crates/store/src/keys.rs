@@ -8,7 +8,14 @@ pub(crate) const CF_SEQS: &str = "seqs";
 pub(crate) const CF_LAST: &str = "last";
 pub(crate) const CF_DEVICES: &str = "devices";
 pub(crate) const CF_TENANTS: &str = "tenants";
-pub(crate) const ALL_CFS: [&str; 6] = [CF_CHUNKS, CF_JOURNEYS, CF_SEQS, CF_LAST, CF_DEVICES, CF_TENANTS];
+pub(crate) const ALL_CFS: [&str; 6] = [
+    CF_CHUNKS,
+    CF_JOURNEYS,
+    CF_SEQS,
+    CF_LAST,
+    CF_DEVICES,
+    CF_TENANTS,
+];
 
 pub(crate) fn device_prefix(t: TenantId, d: DeviceId) -> [u8; 12] {
     let mut k = [0u8; 12];
@@ -51,5 +58,9 @@ pub(crate) fn parse_journey_key(k: &[u8]) -> Option<(TenantId, DeviceId, Journey
     if k.len() != 20 {
         return None;
     }
-    Some((TenantId(u32_at(k, 0)?), DeviceId(u64_at(k, 4)?), JourneyId(u64_at(k, 12)?)))
+    Some((
+        TenantId(u32_at(k, 0)?),
+        DeviceId(u64_at(k, 4)?),
+        JourneyId(u64_at(k, 12)?),
+    ))
 }

@@ -28,14 +28,18 @@ pub use error::StoreError;
 pub use meta::JourneyMeta;
 pub use registry::{AuthFailure, DeviceRecord, TenantRecord, hash_secret};
 pub use store::{HotStore, StoreConfig, StoreStats};
-pub use writer::{WriteOutcome, WriteRequest, Writer, WriterConfig};
+pub use writer::{WriteOutcome, WriteRequest, Writer, WriterConfig, WriterStats};
 
 /// A company using journeyd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct TenantId(pub u32);
 
 /// A device, as numbered by the server at enrolment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct DeviceId(pub u64);
 
 /// A journey, as numbered by its device.

@@ -55,7 +55,11 @@ impl JourneyMeta {
 
     pub fn decode(key: &[u8], b: &[u8]) -> Result<Self, StoreError> {
         if b.len() != LEN || b[0] != 1 {
-            return Err(StoreError::corrupt("journey meta", key, format!("{} bytes, format {:?}", b.len(), b.first())));
+            return Err(StoreError::corrupt(
+                "journey meta",
+                key,
+                format!("{} bytes, format {:?}", b.len(), b.first()),
+            ));
         }
         let i = |at: usize| i64::from_le_bytes(b[at..at + 8].try_into().expect("8-byte slice"));
         let u = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4-byte slice"));
@@ -78,7 +82,14 @@ impl JourneyMeta {
     }
 
     /// Adds a stored batch's fix-time span and counts.
-    pub fn add_batch(&mut self, first: i64, last: i64, positions: u64, flagged: u32, received_us: i64) {
+    pub fn add_batch(
+        &mut self,
+        first: i64,
+        last: i64,
+        positions: u64,
+        flagged: u32,
+        received_us: i64,
+    ) {
         self.first_fix_us = Some(self.first_fix_us.map_or(first, |v| v.min(first)));
         self.last_fix_us = Some(self.last_fix_us.map_or(last, |v| v.max(last)));
         self.positions += positions;
@@ -94,12 +105,23 @@ mod tests {
 
     #[test]
     fn meta_round_trips() {
-        let mut m = JourneyMeta { started_us: Some(5), ..Default::default() };
+        let mut m = JourneyMeta {
+            started_us: Some(5),
+            ..Default::default()
+        };
         m.add_batch(10, 20, 3, 1, 99);
         m.add_batch(2, 8, 1, 0, 50);
         let back = JourneyMeta::decode(b"k", &m.encode()).unwrap();
         assert_eq!(back, m);
-        assert_eq!((back.first_fix_us, back.last_fix_us, back.positions, back.batches), (Some(2), Some(20), 4, 2));
+        assert_eq!(
+            (
+                back.first_fix_us,
+                back.last_fix_us,
+                back.positions,
+                back.batches
+            ),
+            (Some(2), Some(20), 4, 2)
+        );
         assert!(JourneyMeta::decode(b"k", &[0; 3]).is_err());
     }
 }

@@ -32,7 +32,10 @@ pub struct DeviceRecord {
 
 /// SHA-256 of a secret, hex-encoded.
 pub fn hash_secret(secret: &[u8; 32]) -> String {
-    Sha256::digest(secret).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(secret)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -41,7 +44,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn random_secret() -> Result<[u8; 32], StoreError> {
     let mut s = [0u8; 32];
-    getrandom::fill(&mut s).map_err(|e| StoreError::Invalid(format!("no randomness available: {e}")))?;
+    getrandom::fill(&mut s)
+        .map_err(|e| StoreError::Invalid(format!("no randomness available: {e}")))?;
     Ok(s)
 }
 
@@ -55,16 +59,25 @@ pub enum AuthFailure {
 impl HotStore {
     fn put_json<T: Serialize>(&self, cf: &str, key: &[u8], value: &T) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).expect("records serialise to JSON");
-        self.db.put_cf_opt(self.cf(cf), key, bytes, &self.sync_write)?;
+        self.db
+            .put_cf_opt(self.cf(cf), key, bytes, &self.sync_write)?;
         Ok(())
     }
 
-    fn get_json<T: for<'de> Deserialize<'de>>(&self, cf: &str, key: &[u8]) -> Result<Option<T>, StoreError> {
+    fn get_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        cf: &str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
         match self.db.get_pinned_cf(self.cf(cf), key)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| StoreError::corrupt(if cf == CF_DEVICES { "device" } else { "tenant" }, key, e.to_string())),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| {
+                StoreError::corrupt(
+                    if cf == CF_DEVICES { "device" } else { "tenant" },
+                    key,
+                    e.to_string(),
+                )
+            }),
         }
     }
 
@@ -72,23 +85,39 @@ impl HotStore {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
             let (k, v) = item?;
-            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::corrupt("record", &k, e.to_string()))?);
+            out.push(
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::corrupt("record", &k, e.to_string()))?,
+            );
         }
         Ok(out)
     }
 
-    fn next_id<T>(&self, cf: &str, id_of: impl Fn(&T) -> u64) -> Result<u64, StoreError>
-    where
-        T: for<'de> Deserialize<'de>,
-    {
-        Ok(self.all_json::<T>(cf)?.iter().map(id_of).max().unwrap_or(0) + 1)
+    /// One above the highest id in `cf` (keys are big-endian ids, so the last key is the
+    /// highest).
+    fn next_id(&self, cf: &str) -> Result<u64, StoreError> {
+        let last = self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::End)
+            .next()
+            .transpose()?;
+        Ok(match last {
+            None => 1,
+            Some((k, _)) if k.len() == 8 => crate::keys::u64_at(&k, 0).unwrap_or(0) + 1,
+            Some((k, _)) => crate::keys::u32_at(&k, 0).unwrap_or(0) as u64 + 1,
+        })
     }
 
     /// Creates a company and returns it with its enrolment code (shown once).
-    pub fn create_tenant(&self, name: &str, now_us: i64) -> Result<(TenantRecord, [u8; 32]), StoreError> {
+    pub fn create_tenant(
+        &self,
+        name: &str,
+        now_us: i64,
+    ) -> Result<(TenantRecord, [u8; 32]), StoreError> {
         let _guard = self.admin.lock().unwrap_or_else(|p| p.into_inner());
-        let id = self.next_id::<TenantRecord>(CF_TENANTS, |t| t.id.0 as u64)?;
-        let id = u32::try_from(id).map_err(|_| StoreError::Invalid("tenant ids exhausted".into()))?;
+        let id = self.next_id(CF_TENANTS)?;
+        let id =
+            u32::try_from(id).map_err(|_| StoreError::Invalid("tenant ids exhausted".into()))?;
         let code = random_secret()?;
         let record = TenantRecord {
             id: TenantId(id),
@@ -113,9 +142,15 @@ impl HotStore {
     }
 
     /// The tenant whose enrolment code this is.
-    pub fn tenant_by_enrolment_code(&self, code: &[u8; 32]) -> Result<Option<TenantRecord>, StoreError> {
+    pub fn tenant_by_enrolment_code(
+        &self,
+        code: &[u8; 32],
+    ) -> Result<Option<TenantRecord>, StoreError> {
         let hash = hash_secret(code);
-        Ok(self.tenants()?.into_iter().find(|t| constant_time_eq(t.enrolment_code_hash.as_bytes(), hash.as_bytes())))
+        Ok(self
+            .tenants()?
+            .into_iter()
+            .find(|t| constant_time_eq(t.enrolment_code_hash.as_bytes(), hash.as_bytes())))
     }
 
     /// Replaces a tenant's enrolment code, returning the new one (shown once).
@@ -129,12 +164,17 @@ impl HotStore {
     }
 
     /// Enrols a device and returns it with its secret (shown once; only the hash is stored).
-    pub fn add_device(&self, tenant: TenantId, name: &str, now_us: i64) -> Result<(DeviceRecord, [u8; 32]), StoreError> {
+    pub fn add_device(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        now_us: i64,
+    ) -> Result<(DeviceRecord, [u8; 32]), StoreError> {
         let _guard = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         if self.tenant(tenant)?.is_none() {
             return Err(StoreError::UnknownTenant(tenant.0));
         }
-        let id = DeviceId(self.next_id::<DeviceRecord>(CF_DEVICES, |d| d.id.0)?);
+        let id = DeviceId(self.next_id(CF_DEVICES)?);
         let secret = random_secret()?;
         let record = DeviceRecord {
             id,
@@ -154,7 +194,10 @@ impl HotStore {
 
     pub fn devices(&self, tenant: Option<TenantId>) -> Result<Vec<DeviceRecord>, StoreError> {
         let all: Vec<DeviceRecord> = self.all_json(CF_DEVICES)?;
-        Ok(all.into_iter().filter(|d| tenant.is_none_or(|t| d.tenant == t)).collect())
+        Ok(all
+            .into_iter()
+            .filter(|d| tenant.is_none_or(|t| d.tenant == t))
+            .collect())
     }
 
     /// Blocks or unblocks a device. Returns the updated record.
@@ -167,7 +210,11 @@ impl HotStore {
     }
 
     /// Checks a device's credential.
-    pub fn authenticate(&self, id: DeviceId, secret: &[u8; 32]) -> Result<Result<DeviceRecord, AuthFailure>, StoreError> {
+    pub fn authenticate(
+        &self,
+        id: DeviceId,
+        secret: &[u8; 32],
+    ) -> Result<Result<DeviceRecord, AuthFailure>, StoreError> {
         let Some(d) = self.device(id)? else {
             return Ok(Err(AuthFailure::UnknownOrWrongSecret));
         };

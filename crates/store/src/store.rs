@@ -5,7 +5,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use journeyd_wire::Position;
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteOptions};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteOptions,
+};
 
 use crate::keys::{self, ALL_CFS, CF_CHUNKS, CF_JOURNEYS, CF_LAST};
 use crate::{DeviceId, JourneyId, JourneyMeta, StoreError, TenantId, chunk};
@@ -24,7 +26,11 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), sync: true, write_buffer_bytes: 64 << 20 }
+        Self {
+            path: path.into(),
+            sync: true,
+            write_buffer_bytes: 64 << 20,
+        }
     }
 }
 
@@ -34,12 +40,15 @@ pub struct HotStore {
     pub(crate) sync_write: WriteOptions,
     pub(crate) admin: Mutex<()>,
     pub(crate) fail_next_writes: AtomicU32,
+    pub(crate) stall_writes: std::sync::atomic::AtomicBool,
     path: PathBuf,
 }
 
 impl std::fmt::Debug for HotStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HotStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("HotStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,8 +67,9 @@ pub struct StoreStats {
 
 impl HotStore {
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(&config.path)
-            .map_err(|e| StoreError::Invalid(format!("cannot create {}: {e}", config.path.display())))?;
+        std::fs::create_dir_all(&config.path).map_err(|e| {
+            StoreError::Invalid(format!("cannot create {}: {e}", config.path.display()))
+        })?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -83,6 +93,7 @@ impl HotStore {
             sync_write,
             admin: Mutex::new(()),
             fail_next_writes: AtomicU32::new(0),
+            stall_writes: std::sync::atomic::AtomicBool::new(false),
             path: config.path.clone(),
         })
     }
@@ -92,7 +103,9 @@ impl HotStore {
     }
 
     pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
-        self.db.cf_handle(name).expect("every column family is created at open")
+        self.db
+            .cf_handle(name)
+            .expect("every column family is created at open")
     }
 
     /// Makes the next `n` group commits fail before they reach RocksDB, as a full disk or a
@@ -101,13 +114,44 @@ impl HotStore {
         self.fail_next_writes.store(n, Ordering::SeqCst);
     }
 
+    /// Holds every group commit until called again with `false`, as a slow disk would. For
+    /// back-pressure tests (case A7) and drills.
+    pub fn stall_writes(&self, stalled: bool) {
+        self.stall_writes.store(stalled, Ordering::SeqCst);
+    }
+
+    pub(crate) fn wait_while_stalled(&self) {
+        while self.stall_writes.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Opens an existing store for reading only, beside a running server.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let opts = Options::default();
+        let db = DB::open_cf_for_read_only(&opts, path, ALL_CFS, false)?;
+        Ok(Self {
+            db,
+            sync_write: WriteOptions::default(),
+            admin: Mutex::new(()),
+            fail_next_writes: AtomicU32::new(0),
+            stall_writes: std::sync::atomic::AtomicBool::new(false),
+            path: path.to_owned(),
+        })
+    }
+
     pub(crate) fn take_injected_failure(&self) -> bool {
         self.fail_next_writes
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
     }
 
-    pub fn journey(&self, t: TenantId, d: DeviceId, j: JourneyId) -> Result<Option<JourneyMeta>, StoreError> {
+    pub fn journey(
+        &self,
+        t: TenantId,
+        d: DeviceId,
+        j: JourneyId,
+    ) -> Result<Option<JourneyMeta>, StoreError> {
         let key = keys::journey_key(t, d, j);
         match self.db.get_pinned_cf(self.cf(CF_JOURNEYS), key)? {
             Some(v) => Ok(Some(JourneyMeta::decode(&key, &v)?)),
@@ -116,22 +160,35 @@ impl HotStore {
     }
 
     /// A device's journeys, oldest journey id first.
-    pub fn journeys(&self, t: TenantId, d: DeviceId) -> Result<Vec<(JourneyId, JourneyMeta)>, StoreError> {
+    pub fn journeys(
+        &self,
+        t: TenantId,
+        d: DeviceId,
+    ) -> Result<Vec<(JourneyId, JourneyMeta)>, StoreError> {
         let prefix = keys::device_prefix(t, d);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_JOURNEYS), IteratorMode::From(&prefix, Direction::Forward)) {
+        for item in self.db.iterator_cf(
+            self.cf(CF_JOURNEYS),
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
             let (k, v) = item?;
             if !k.starts_with(&prefix) {
                 break;
             }
-            let (_, _, j) = keys::parse_journey_key(&k).ok_or_else(|| StoreError::corrupt("journey key", &k, "wrong length"))?;
+            let (_, _, j) = keys::parse_journey_key(&k)
+                .ok_or_else(|| StoreError::corrupt("journey key", &k, "wrong length"))?;
             out.push((j, JourneyMeta::decode(&k, &v)?));
         }
         Ok(out)
     }
 
     /// A journey's positions in fix-time order, whatever order they arrived in.
-    pub fn track(&self, t: TenantId, d: DeviceId, j: JourneyId) -> Result<Vec<Position>, StoreError> {
+    pub fn track(
+        &self,
+        t: TenantId,
+        d: DeviceId,
+        j: JourneyId,
+    ) -> Result<Vec<Position>, StoreError> {
         let prefix = keys::journey_key(t, d, j);
         let mut out = Vec::new();
         self.for_each_chunk(&prefix, |_, c| out.extend(c.positions))?;
@@ -155,7 +212,10 @@ impl HotStore {
         prefix: &[u8],
         mut f: impl FnMut(&[u8], chunk::Chunk),
     ) -> Result<(), StoreError> {
-        for item in self.db.iterator_cf(self.cf(CF_CHUNKS), IteratorMode::From(prefix, Direction::Forward)) {
+        for item in self.db.iterator_cf(
+            self.cf(CF_CHUNKS),
+            IteratorMode::From(prefix, Direction::Forward),
+        ) {
             let (k, v) = item?;
             if !k.starts_with(prefix) {
                 break;
@@ -179,7 +239,10 @@ impl HotStore {
 
     /// Whether the record with this sequence number of this device is stored.
     pub fn is_stored(&self, d: DeviceId, seq: crate::BatchSeq) -> Result<bool, StoreError> {
-        Ok(self.db.get_pinned_cf(self.cf(keys::CF_SEQS), keys::seq_key(d, seq))?.is_some())
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(keys::CF_SEQS), keys::seq_key(d, seq))?
+            .is_some())
     }
 
     /// Counts what the store holds, from journey metadata and the registry.
@@ -189,7 +252,10 @@ impl HotStore {
             devices: self.devices(None)?.len() as u64,
             ..StoreStats::default()
         };
-        for item in self.db.iterator_cf(self.cf(CF_JOURNEYS), IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_JOURNEYS), IteratorMode::Start)
+        {
             let (k, v) = item?;
             let m = JourneyMeta::decode(&k, &v)?;
             s.journeys += 1;
@@ -199,8 +265,14 @@ impl HotStore {
         }
         for cf in ALL_CFS {
             let cf = self.cf(cf);
-            let sst = self.db.property_int_value_cf(cf, "rocksdb.total-sst-files-size")?.unwrap_or(0);
-            let mem = self.db.property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables")?.unwrap_or(0);
+            let sst = self
+                .db
+                .property_int_value_cf(cf, "rocksdb.total-sst-files-size")?
+                .unwrap_or(0);
+            let mem = self
+                .db
+                .property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables")?
+                .unwrap_or(0);
             s.disk_bytes += sst + mem;
         }
         Ok(s)

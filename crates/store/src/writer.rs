@@ -31,7 +31,10 @@ pub struct WriterConfig {
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        Self { queue_capacity: 4096, max_group: 2048 }
+        Self {
+            queue_capacity: 4096,
+            max_group: 2048,
+        }
     }
 }
 
@@ -90,17 +93,27 @@ pub struct Writer {
 impl Writer {
     pub fn start(store: Arc<HotStore>, config: WriterConfig) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
-        let stats = Arc::new(WriterStats { healthy: AtomicBool::new(true), ..WriterStats::default() });
+        let stats = Arc::new(WriterStats {
+            healthy: AtomicBool::new(true),
+            ..WriterStats::default()
+        });
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("journeyd-writer".into())
             .spawn(move || run(&store, &rx, config, &thread_stats))
             .expect("spawning the writer thread");
-        Self { tx, stats, thread: Arc::new(std::sync::Mutex::new(Some(handle))) }
+        Self {
+            tx,
+            stats,
+            thread: Arc::new(std::sync::Mutex::new(Some(handle))),
+        }
     }
 
     /// Queues a request, or hands it back when the queue is full or the writer has stopped.
-    #[expect(clippy::result_large_err, reason = "the request is handed back to be answered")]
+    #[expect(
+        clippy::result_large_err,
+        reason = "the request is handed back to be answered"
+    )]
     pub fn try_submit(&self, req: WriteRequest) -> Result<(), WriteRequest> {
         self.tx.try_send(req).map_err(|e| match e {
             TrySendError::Full(r) | TrySendError::Disconnected(r) => r,
@@ -151,7 +164,12 @@ fn run(store: &HotStore, rx: &Receiver<WriteRequest>, config: WriterConfig, stat
                 stats.records.fetch_add(n as u64, Ordering::Relaxed);
                 stats.positions.fetch_add(positions, Ordering::Relaxed);
                 stats.healthy.store(true, Ordering::Relaxed);
-                tracing::trace!(records = n, positions, elapsed_us = started.elapsed().as_micros() as u64, "group committed");
+                tracing::trace!(
+                    records = n,
+                    positions,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "group committed"
+                );
                 for (req, outcome) in group.drain(..).zip(outcomes) {
                     (req.reply)(Ok(outcome));
                 }
@@ -163,7 +181,10 @@ fn run(store: &HotStore, rx: &Receiver<WriteRequest>, config: WriterConfig, stat
                 let message = e.to_string();
                 let retryable = e.is_retryable();
                 for req in group.drain(..) {
-                    (req.reply)(Err(StoreError::WriteFailed { retryable, message: message.clone() }));
+                    (req.reply)(Err(StoreError::WriteFailed {
+                        retryable,
+                        message: message.clone(),
+                    }));
                 }
             }
         }
@@ -193,7 +214,11 @@ impl MetaCache {
 
 /// Builds one write batch from a group, writes it synced, and returns each request's outcome.
 /// Changes to the cache are staged and applied only after the write succeeded.
-fn commit(store: &HotStore, cache: &mut MetaCache, group: &[WriteRequest]) -> Result<Vec<WriteOutcome>, StoreError> {
+fn commit(
+    store: &HotStore,
+    cache: &mut MetaCache,
+    group: &[WriteRequest],
+) -> Result<Vec<WriteOutcome>, StoreError> {
     let mut batch = WriteBatch::default();
     let mut metas: HashMap<[u8; 20], JourneyMeta> = HashMap::new();
     let mut last: HashMap<[u8; 12], (i64, Position)> = HashMap::new();
@@ -204,8 +229,16 @@ fn commit(store: &HotStore, cache: &mut MetaCache, group: &[WriteRequest]) -> Re
 
     for req in group {
         let seq_key = keys::seq_key(req.device, req.seq);
-        if !seqs_in_group.insert(seq_key) || store.db.get_pinned_cf(store.cf(CF_SEQS), seq_key)?.is_some() {
-            outcomes.push(WriteOutcome { replayed: true, ..WriteOutcome::default() });
+        if !seqs_in_group.insert(seq_key)
+            || store
+                .db
+                .get_pinned_cf(store.cf(CF_SEQS), seq_key)?
+                .is_some()
+        {
+            outcomes.push(WriteOutcome {
+                replayed: true,
+                ..WriteOutcome::default()
+            });
             continue;
         }
         let journey = match &req.record {
@@ -223,14 +256,22 @@ fn commit(store: &HotStore, cache: &mut MetaCache, group: &[WriteRequest]) -> Re
 
         let mut outcome = WriteOutcome::default();
         match &req.record {
-            Record::JourneyStart(m) => meta.started_us = Some(meta.started_us.map_or(m.at_us, |v| v.min(m.at_us))),
-            Record::JourneyEnd(m) => meta.ended_us = Some(meta.ended_us.map_or(m.at_us, |v| v.max(m.at_us))),
+            Record::JourneyStart(m) => {
+                meta.started_us = Some(meta.started_us.map_or(m.at_us, |v| v.min(m.at_us)))
+            }
+            Record::JourneyEnd(m) => {
+                meta.ended_us = Some(meta.ended_us.map_or(m.at_us, |v| v.max(m.at_us)))
+            }
             Record::Batch { validated, .. } => {
                 let kept = &validated.kept;
                 let fresh: Vec<Position>;
                 let positions: &[Position] = if kept.iter().any(|p| meta.may_hold(p.fix_time_us)) {
                     let held = held_fix_times(store, &jkey, &pending_chunks)?;
-                    fresh = kept.iter().filter(|p| !held.contains(&p.fix_time_us)).copied().collect();
+                    fresh = kept
+                        .iter()
+                        .filter(|p| !held.contains(&p.fix_time_us))
+                        .copied()
+                        .collect();
                     outcome.duplicates = (kept.len() - fresh.len()) as u32;
                     &fresh
                 } else {
@@ -238,13 +279,33 @@ fn commit(store: &HotStore, cache: &mut MetaCache, group: &[WriteRequest]) -> Re
                 };
                 if let (Some(first), Some(lastp)) = (positions.first(), positions.last()) {
                     chunk::encode(positions, req.received_us, &mut buf);
-                    batch.put_cf(store.cf(CF_CHUNKS), keys::chunk_key(req.tenant, req.device, JourneyId(journey), req.seq), &buf);
+                    batch.put_cf(
+                        store.cf(CF_CHUNKS),
+                        keys::chunk_key(req.tenant, req.device, JourneyId(journey), req.seq),
+                        &buf,
+                    );
                     let flagged = positions.iter().filter(|p| p.quality != 0).count() as u32;
-                    meta.add_batch(first.fix_time_us, lastp.fix_time_us, positions.len() as u64, flagged, req.received_us);
+                    meta.add_batch(
+                        first.fix_time_us,
+                        lastp.fix_time_us,
+                        positions.len() as u64,
+                        flagged,
+                        req.received_us,
+                    );
                     pending_chunks.push((jkey, positions.iter().map(|p| p.fix_time_us).collect()));
                     outcome.stored = positions.len() as u32;
-                    if let Some(newest) = positions.iter().rev().find(|p| p.quality().is_usable_for_track()) {
-                        note_last(store, cache, &mut last, keys::device_prefix(req.tenant, req.device), newest)?;
+                    if let Some(newest) = positions
+                        .iter()
+                        .rev()
+                        .find(|p| p.quality().is_usable_for_track())
+                    {
+                        note_last(
+                            store,
+                            cache,
+                            &mut last,
+                            keys::device_prefix(req.tenant, req.device),
+                            newest,
+                        )?;
                     }
                 }
             }
@@ -261,6 +322,7 @@ fn commit(store: &HotStore, cache: &mut MetaCache, group: &[WriteRequest]) -> Re
         batch.put_cf(store.cf(CF_LAST), key, b);
     }
 
+    store.wait_while_stalled();
     if store.take_injected_failure() {
         return Err(StoreError::Injected("injected write failure"));
     }
@@ -270,7 +332,9 @@ fn commit(store: &HotStore, cache: &mut MetaCache, group: &[WriteRequest]) -> Re
 
     cache.trim();
     cache.metas.extend(metas);
-    cache.last.extend(last.into_iter().map(|(k, (t, _))| (k, t)));
+    cache
+        .last
+        .extend(last.into_iter().map(|(k, (t, _))| (k, t)));
     Ok(outcomes)
 }
 
@@ -299,9 +363,16 @@ fn note_last(
 }
 
 /// Fix times a journey already holds: in the store and earlier in this group.
-fn held_fix_times(store: &HotStore, jkey: &[u8; 20], pending: &[([u8; 20], Vec<i64>)]) -> Result<HashSet<i64>, StoreError> {
+fn held_fix_times(
+    store: &HotStore,
+    jkey: &[u8; 20],
+    pending: &[([u8; 20], Vec<i64>)],
+) -> Result<HashSet<i64>, StoreError> {
     let mut held = HashSet::new();
-    for item in store.db.iterator_cf(store.cf(CF_CHUNKS), rocksdb::IteratorMode::From(jkey, rocksdb::Direction::Forward)) {
+    for item in store.db.iterator_cf(
+        store.cf(CF_CHUNKS),
+        rocksdb::IteratorMode::From(jkey, rocksdb::Direction::Forward),
+    ) {
         let (k, v) = item?;
         if !k.starts_with(jkey) {
             break;

@@ -17,8 +17,17 @@ fn open() -> (tempfile::TempDir, Arc<HotStore>, Writer) {
 }
 
 fn batch(journey: u64, times: &[i64]) -> Record {
-    let kept = times.iter().map(|t| Position::new(T0 + t, 10.0, 10.0 + *t as f64 * 1e-9)).collect();
-    Record::Batch { journey, validated: ValidatedBatch { kept, ..Default::default() } }
+    let kept = times
+        .iter()
+        .map(|t| Position::new(T0 + t, 10.0, 10.0 + *t as f64 * 1e-9))
+        .collect();
+    Record::Batch {
+        journey,
+        validated: ValidatedBatch {
+            kept,
+            ..Default::default()
+        },
+    }
 }
 
 fn write(w: &Writer, device: u64, seq: u64, record: Record) -> Result<WriteOutcome, StoreError> {
@@ -40,15 +49,37 @@ fn write(w: &Writer, device: u64, seq: u64, record: Record) -> Result<WriteOutco
 #[test]
 fn stores_and_reads_back_in_fix_time_order() {
     let (_d, store, w) = open();
-    write(&w, 1, 1, Record::JourneyStart(JourneyMark { journey: 7, at_us: T0 })).unwrap();
+    write(
+        &w,
+        1,
+        1,
+        Record::JourneyStart(JourneyMark {
+            journey: 7,
+            at_us: T0,
+        }),
+    )
+    .unwrap();
     assert_eq!(write(&w, 1, 3, batch(7, &[30, 40])).unwrap().stored, 2);
     assert_eq!(write(&w, 1, 2, batch(7, &[10, 20])).unwrap().stored, 2);
     let track = store.track(TenantId(1), DeviceId(1), JourneyId(7)).unwrap();
     let times: Vec<i64> = track.iter().map(|p| p.fix_time_us - T0).collect();
     assert_eq!(times, vec![10, 20, 30, 40]);
-    let meta = store.journey(TenantId(1), DeviceId(1), JourneyId(7)).unwrap().unwrap();
-    assert_eq!((meta.positions, meta.batches, meta.started_us), (4, 2, Some(T0)));
-    assert_eq!(store.last_position(TenantId(1), DeviceId(1)).unwrap().unwrap().fix_time_us, T0 + 40);
+    let meta = store
+        .journey(TenantId(1), DeviceId(1), JourneyId(7))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (meta.positions, meta.batches, meta.started_us),
+        (4, 2, Some(T0))
+    );
+    assert_eq!(
+        store
+            .last_position(TenantId(1), DeviceId(1))
+            .unwrap()
+            .unwrap()
+            .fix_time_us,
+        T0 + 40
+    );
 }
 
 #[test]
@@ -59,7 +90,13 @@ fn a_resent_sequence_number_is_not_stored_again() {
     assert!(again.replayed);
     assert_eq!(again.stored, 0);
     assert_eq!(store.stats().unwrap().positions, 3);
-    assert_eq!(store.track(TenantId(1), DeviceId(1), JourneyId(7)).unwrap().len(), 3);
+    assert_eq!(
+        store
+            .track(TenantId(1), DeviceId(1), JourneyId(7))
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 #[test]
@@ -120,6 +157,12 @@ fn data_survives_reopen() {
         w.shutdown();
     }
     let store = HotStore::open(&cfg).unwrap();
-    assert_eq!(store.track(TenantId(1), DeviceId(3), JourneyId(9)).unwrap().len(), 2);
+    assert_eq!(
+        store
+            .track(TenantId(1), DeviceId(3), JourneyId(9))
+            .unwrap()
+            .len(),
+        2
+    );
     assert!(store.is_stored(DeviceId(3), BatchSeq(1)).unwrap());
 }

@@ -1,0 +1,300 @@
+//! `journeyd bench`: many simulated devices over real QUIC connections against a real server
+//! with synced acks, reporting acked positions per second and ack latency.
+//!
+//! The server runs as a child process (`journeyd serve` on a temporary data folder), so its
+//! memory and CPU time are its own. Each device sends one batch, waits for its ack (the latency
+//! measured), and sends the next, at the configured rate or as fast as acks come.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use journeyd_device::{Device, DeviceConfig, Identity, Outbox};
+use journeyd_wire::Position;
+use serde::Serialize;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub devices: usize,
+    pub batch_positions: usize,
+    /// Batches per second per device; 0 sends the next batch as soon as the ack arrives.
+    pub rate: f64,
+    pub duration: Duration,
+    /// Client UDP sockets the devices share.
+    pub client_endpoints: usize,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub devices: usize,
+    pub batch_positions: usize,
+    pub seconds: f64,
+    pub acked_positions: u64,
+    pub acked_positions_per_sec: f64,
+    pub ack_p50_ms: f64,
+    pub ack_p99_ms: f64,
+    pub ack_p999_ms: f64,
+    pub ack_max_ms: f64,
+    pub server_peak_rss_mib: f64,
+    pub server_cpu_seconds: f64,
+    pub disk_bytes_per_position: f64,
+    pub failed_devices: usize,
+}
+
+impl BenchReport {
+    pub fn render(&self) -> String {
+        format!(
+            "devices {}  batch {}  {:.1} s\n\
+             acked positions/s  {:.0}  ({} acked)\n\
+             ack latency ms     p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n\
+             server             peak RSS {:.1} MiB  CPU {:.1} s  disk {:.1} bytes/position\n\
+             failed devices     {}\n",
+            self.devices,
+            self.batch_positions,
+            self.seconds,
+            self.acked_positions_per_sec,
+            self.acked_positions,
+            self.ack_p50_ms,
+            self.ack_p99_ms,
+            self.ack_p999_ms,
+            self.ack_max_ms,
+            self.server_peak_rss_mib,
+            self.server_cpu_seconds,
+            self.disk_bytes_per_position,
+            self.failed_devices
+        )
+    }
+}
+
+/// A `journeyd serve` child on a temporary folder.
+struct ChildServer {
+    child: std::process::Child,
+    dir: PathBuf,
+    addr: SocketAddr,
+    cert: PathBuf,
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_child(exe: &Path) -> anyhow::Result<ChildServer> {
+    let dir = std::env::temp_dir().join(format!("journeyd-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("journeyd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[ingest]\nlisten = \"127.0.0.1:0\"\nmax_in_flight = 64\n",
+            dir.join("data").display().to_string()
+        ),
+    )?;
+    let child = std::process::Command::new(exe)
+        .args(["--log", "warn", "serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let ready_path = dir.join("data/ready.json");
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready_path)
+            && let Ok(ready) = serde_json::from_str::<crate::serve::Ready>(&text)
+        {
+            return Ok(ChildServer {
+                child,
+                addr: ready.quic,
+                cert: ready.cert,
+                dir,
+            });
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server did not get ready in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Peak resident memory (VmHWM) and CPU seconds of a process, from /proc.
+pub fn process_usage(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i))
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    (hwm_kib / 1024.0, ticks / 100.0)
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                dir_bytes(&path)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
+}
+
+/// Runs the benchmark against a fresh child server.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
+    let exe = std::env::current_exe()?;
+    let server = start_child(&exe)?;
+    let code = journeyd_device::parse_code(&std::fs::read_to_string(
+        server.dir.join("data/demo-enrolment-code"),
+    )?)?;
+    let trust = load_certs(&server.cert)?;
+
+    let bind: SocketAddr = "127.0.0.1:0".parse()?;
+    let endpoints: Vec<quinn::Endpoint> = (0..opts.client_endpoints.max(1))
+        .map(|_| quinn::Endpoint::client(bind))
+        .collect::<Result<_, _>>()?;
+
+    // Enrol and connect every device first, so the measured window is steady load only.
+    let mut devices = Vec::with_capacity(opts.devices);
+    for i in 0..opts.devices {
+        let mut config = DeviceConfig::new(server.addr, trust.clone());
+        config.endpoint = Some(endpoints[i % endpoints.len()].clone());
+        config.max_batch_positions = opts.batch_positions as u32;
+        config.flush_timeout = Duration::from_secs(120);
+        let identity = Identity::Enrol {
+            code,
+            name: format!("bench-{i}"),
+        };
+        let mut d = Device::open(config, Outbox::memory(), identity)?;
+        let now = crate::serve::now_us();
+        d.start_journey(1, now)?;
+        devices.push(d);
+    }
+    let connects: Vec<_> = devices
+        .into_iter()
+        .map(|mut d| tokio::spawn(async move { d.flush().await.map(|_| d) }))
+        .collect();
+    let mut ready = Vec::new();
+    for c in connects {
+        ready.push(c.await??);
+    }
+
+    let started = Instant::now();
+    let deadline = started + opts.duration;
+    let tasks: Vec<_> = ready
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| tokio::spawn(device_loop(i, d, opts.clone(), deadline)))
+        .collect();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut acked = 0;
+    let mut failed = 0;
+    for t in tasks {
+        match t.await? {
+            Ok((h, n)) => {
+                hist.add(&h)?;
+                acked += n;
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(error = %e, "bench device failed");
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (rss, cpu) = process_usage(server.child.id());
+    let disk = dir_bytes(&server.dir.join("data/hot"));
+    let ms = |v: u64| v as f64 / 1000.0;
+    Ok(BenchReport {
+        devices: opts.devices,
+        batch_positions: opts.batch_positions,
+        seconds,
+        acked_positions: acked,
+        acked_positions_per_sec: acked as f64 / seconds,
+        ack_p50_ms: ms(hist.value_at_quantile(0.5)),
+        ack_p99_ms: ms(hist.value_at_quantile(0.99)),
+        ack_p999_ms: ms(hist.value_at_quantile(0.999)),
+        ack_max_ms: ms(hist.max()),
+        server_peak_rss_mib: rss,
+        server_cpu_seconds: cpu,
+        disk_bytes_per_position: if acked > 0 {
+            disk as f64 / acked as f64
+        } else {
+            0.0
+        },
+        failed_devices: failed,
+    })
+}
+
+async fn device_loop(
+    i: usize,
+    mut d: Device,
+    opts: BenchOptions,
+    deadline: Instant,
+) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut acked = 0u64;
+    let interval = (opts.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / opts.rate));
+    let mut next = Instant::now();
+    let mut positions = Vec::with_capacity(opts.batch_positions);
+    let mut t = crate::serve::now_us() - 3_600_000_000;
+    while Instant::now() < deadline {
+        positions.clear();
+        for k in 0..opts.batch_positions {
+            t += 1000;
+            let lat = 50.0 + (i % 100) as f64 * 0.01 + k as f64 * 1e-6;
+            positions.push(
+                Position::new(t, lat, 8.0 + (i / 100) as f64 * 0.01)
+                    .with_speed(12.5)
+                    .with_accuracy(5.0),
+            );
+        }
+        d.record(1, &positions)?;
+        let sent = Instant::now();
+        let report = d.flush().await?;
+        hist.record(sent.elapsed().as_micros().max(1) as u64)?;
+        acked += report.stored + report.duplicates;
+        if let Some(iv) = interval {
+            next += iv;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    d.close().await;
+    Ok((hist, acked))
+}
+
+pub fn load_certs(path: &Path) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{}: no certificate", path.display());
+    Ok(certs)
+}
