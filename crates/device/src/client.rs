@@ -239,6 +239,11 @@ impl Device {
         }
     }
 
+    /// Sequence numbers not yet acked, lowest first.
+    pub fn pending_seqs(&self) -> Vec<u64> {
+        self.outbox.pending_seqs()
+    }
+
     /// Records not yet acked.
     pub fn pending(&self) -> usize {
         self.outbox.len()

@@ -166,6 +166,11 @@ impl Outbox {
         self.records.keys().copied().collect()
     }
 
+    /// Sequence numbers of the records waiting for their ack, lowest first.
+    pub fn pending_seqs(&self) -> Vec<u64> {
+        self.seqs()
+    }
+
     /// Records waiting for their ack.
     pub fn len(&self) -> usize {
         self.records.len()

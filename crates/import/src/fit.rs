@@ -145,9 +145,17 @@ fn read_all(src: &Source<'_>, bytes: &[u8]) -> ReadResult {
             break;
         };
         let mut note = format!("{message}; resumed at byte {resume:#x}");
-        if state.fixes.last().is_some_and(|p| p.from.1 > resume) {
-            state.fixes.pop();
-            note.push_str(", dropping the position of the damaged message");
+        let misframed = state
+            .fixes
+            .iter()
+            .rev()
+            .take_while(|p| p.from.1 > resume)
+            .count();
+        if misframed > 0 {
+            state.fixes.truncate(state.fixes.len() - misframed);
+            note.push_str(&format!(
+                ", dropping {misframed} positions read from misframed bytes"
+            ));
         }
         state.warnings.push(format!("byte {at:#x}"), note);
         let (buf, prefix) = fit_resync::restart_buffer(bytes, &framing, resume);
@@ -179,14 +187,21 @@ fn run(
     while pos < seg.buf.len() {
         let start = pos;
         let at = seg.original(start);
-        if framing.expects_header() {
-            if let Some(problem) = fit_resync::header_problem(&seg.buf[start..]) {
-                return End::Damaged {
-                    at,
-                    message: problem,
-                    eof: false,
-                };
-            }
+        // Check what fitparser would trust blindly: file headers, and definitions (a garbage
+        // definition read from misframed bytes would spoil every later message).
+        let problem = if framing.expects_header() {
+            fit_resync::header_problem(&seg.buf[start..])
+        } else if seg.buf[start] & 0xc0 == 0x40 && !framing.at_crc(at) {
+            fit_resync::definition_problem(&seg.buf[start..])
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            return End::Damaged {
+                at,
+                message,
+                eof: false,
+            };
         }
         let (rest_len, object) = match processor.deserialize_next(&seg.buf[start..]) {
             Ok((rest, object)) => (rest.len(), object),
@@ -206,7 +221,7 @@ fn run(
                     let eof = matches!(other, ErrorKind::UnexpectedEof(_));
                     return End::Damaged {
                         at,
-                        message: other.to_string().to_lowercase(),
+                        message: describe(&other),
                         eof,
                     };
                 }
@@ -235,7 +250,7 @@ fn run(
                         state.take(&record, (at, seg.original(pos)));
                     }
                     Err(error) => {
-                        let note = format!("cannot decode this message: {error}").to_lowercase();
+                        let note = format!("cannot decode this message: {}", describe(&error));
                         state.warnings.push(format!("byte {at:#x}"), note);
                     }
                 }
@@ -341,6 +356,22 @@ impl State {
                 fix
             })
             .collect()
+    }
+}
+
+/// fitparser's message for an error, without its own offset (which counts from the start of
+/// the buffer it was given, not of the file; the warning names the file offset) and starting
+/// lower-case.
+fn describe(error: &ErrorKind) -> String {
+    let text = error.to_string();
+    let text = match text.find(" at position") {
+        Some(cut) => &text[..cut],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 

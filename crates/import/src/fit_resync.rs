@@ -6,16 +6,22 @@
 //! short, a device that appended messages with a broken definition).
 //!
 //! What this module does: while reading, [`Framing`] keeps the raw bytes of the current
-//! definition messages and of the developer-field messages. After damage, [`find`] tries the
-//! byte offsets from just after the last good message onwards; at each offset whose first byte
-//! could be a message header it replays the definitions into a fresh parser followed by the bytes
-//! from that offset, and accepts the offset when [`CLEAN_RUN`] messages in a row frame and decode
-//! cleanly (or the data section ends cleanly). [`restart_buffer`] then builds the buffer to go on
-//! reading from: a made-up 12-byte header, the replayed messages, and the rest of the file.
+//! definition messages and of the developer-field messages, and the offsets of the last few
+//! messages. A definition that cannot be genuine ([`definition_problem`]) counts as damage at
+//! once, before it can spoil later messages. After damage, [`find`] tries the byte offsets from
+//! just after the oldest of those recent messages onwards; at each offset whose first byte could
+//! be a message header it replays the definitions into a fresh parser followed by the bytes from
+//! that offset, and accepts the offset when the parse runs cleanly through the damage and
+//! [`CLEAN_RUN`] messages past it (or to the clean end of the data section).
+//! [`restart_buffer`] then builds the buffer to go on reading from: a made-up 12-byte header,
+//! the replayed messages, and the rest of the file. The reader drops the positions it had read
+//! from messages that overlap the restart point: they were misframed.
 //!
 //! TODO(fit-resync): records right after a restart that use compressed timestamp headers get
 //! times relative to an unknown base until the next full timestamp; none of the test files do
 //! this, so they are not treated specially.
+
+use std::collections::VecDeque;
 
 use fitparser::de::FitFileHeader;
 use fitparser::de::{DecodeOption, FitObject, FitStreamProcessor};
@@ -24,8 +30,11 @@ use fitparser::de::{DecodeOption, FitObject, FitStreamProcessor};
 const CLEAN_RUN: usize = 32;
 /// Bytes tried after the damage before giving up.
 const MAX_SCAN: usize = 64 * 1024;
-/// Bytes handed to a trial parse.
+/// Bytes handed to a trial parse past the damage.
 const WINDOW: usize = 16 * 1024;
+/// Messages before the damage that are suspect: misframing often shows only a few messages
+/// after it began.
+const SUSPECT: usize = 8;
 
 /// What the reader knows about message framing at the current point of the file.
 #[derive(Debug, Default)]
@@ -38,13 +47,18 @@ pub(crate) struct Framing {
     data_end: usize,
     /// Between a header and its CRC.
     in_data: bool,
-    /// Original offset of the last message that framed cleanly.
-    last_start: Option<usize>,
+    /// Original offsets of the last messages that framed, oldest first.
+    recent: VecDeque<usize>,
 }
 
 impl Framing {
     pub(crate) fn expects_header(&self) -> bool {
         !self.in_data
+    }
+
+    /// True at the end of the data section, where the data CRC is.
+    pub(crate) fn at_crc(&self, at: usize) -> bool {
+        self.in_data && at == self.data_end
     }
 
     pub(crate) fn on_header(&mut self, genuine: bool, at: usize, header: &FitFileHeader) {
@@ -61,14 +75,17 @@ impl Framing {
     }
 
     pub(crate) fn on_definition(&mut self, genuine: bool, at: usize, raw: &[u8]) {
-        self.last_start = Some(at);
+        self.on_data(at);
         if genuine && !raw.is_empty() {
             self.definitions[usize::from(raw[0] & 0x0f)] = Some(raw.to_vec());
         }
     }
 
     pub(crate) fn on_data(&mut self, at: usize) {
-        self.last_start = Some(at);
+        if self.recent.len() == SUSPECT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(at);
     }
 
     pub(crate) fn keep_developer_message(&mut self, raw: &[u8]) {
@@ -117,23 +134,54 @@ pub(crate) fn header_problem(bytes: &[u8]) -> Option<String> {
     (bytes.len() < size).then(|| "the file ends inside its fit file header".to_string())
 }
 
-/// The first offset after the damage at `at` where messages frame cleanly again.
+/// Why a definition message cannot be genuine, if it cannot: an architecture byte other than 0
+/// or 1, or a base type FIT does not have. Misframed bytes read as a definition usually fail
+/// this, and catching them keeps garbage definitions out of the replay.
+pub(crate) fn definition_problem(raw: &[u8]) -> Option<String> {
+    let (Some(&architecture), Some(&count)) = (raw.get(2), raw.get(5)) else {
+        return Some("definition message too short".to_string());
+    };
+    if architecture > 1 {
+        return Some(format!(
+            "definition message with architecture byte {architecture}"
+        ));
+    }
+    let Some(fields) = raw.get(6..6 + 3 * usize::from(count)) else {
+        return Some("definition message too short".to_string());
+    };
+    fields.chunks_exact(3).find_map(|field| {
+        let base_type = field[2];
+        (base_type & 0x60 != 0 || base_type & 0x1f > 16)
+            .then(|| format!("definition message with unknown base type {base_type:#04x}"))
+    })
+}
+
+/// The first offset from which messages frame cleanly through and past the damage at `at`.
+///
+/// The search starts just after the oldest of the last few messages that framed, because a
+/// message one byte short is read "successfully" and the damage shows only later. An offset is
+/// accepted when a trial parse from it reaches [`CLEAN_RUN`] messages at or after `at` (or the
+/// clean end of the data section) without an error or an impossible definition; offsets before
+/// the damage that are fine by themselves run into it again and fail.
 pub(crate) fn find(bytes: &[u8], framing: &Framing, at: usize) -> Option<usize> {
     let end = framing.data_end.min(bytes.len());
     if !framing.in_data || at >= end {
         return None;
     }
     let replay = framing.replay();
-    let from = framing.last_start.map_or(at, |s| s + 1);
+    let from = framing.recent.front().map_or(at, |s| s + 1);
     let to = at.saturating_add(MAX_SCAN).min(end);
+    let window_end = at.saturating_add(WINDOW).min(end);
     (from..to).filter(|&s| s != at).find(|&s| {
         could_start_message(bytes[s], &framing.definitions) && {
-            let window_end = (s + WINDOW).min(end);
-            frames_cleanly(
-                &replay,
-                &bytes[s..window_end],
-                window_end == framing.data_end,
-            )
+            let window_end = window_end.max((s + WINDOW).min(end));
+            let trial = Trial {
+                replay: &replay,
+                body: &bytes[s..window_end],
+                count_from: at.saturating_sub(s),
+                reaches_end: window_end == framing.data_end,
+            };
+            trial.frames_cleanly()
         }
     })
 }
@@ -149,39 +197,54 @@ fn could_start_message(header: u8, definitions: &[Option<Vec<u8>>; 16]) -> bool 
     }
 }
 
-/// True when `body`, after the replayed definitions, starts with [`CLEAN_RUN`] messages that
-/// frame and decode, or frames cleanly up to the end of the data section (`reaches_end`).
-fn frames_cleanly(replay: &[u8], body: &[u8], reaches_end: bool) -> bool {
-    let mut buf = synthetic_header(replay.len() + body.len());
-    buf.extend_from_slice(replay);
-    let body_start = buf.len();
-    buf.extend_from_slice(body);
-    buf.extend_from_slice(&[0, 0]);
-    let mut processor = FitStreamProcessor::new();
-    processor.add_option(DecodeOption::SkipDataCrcValidation);
-    let (mut pos, mut clean) = (0, 0);
-    while pos < buf.len() {
-        let Ok((rest, object)) = processor.deserialize_next(&buf[pos..]) else {
-            return false;
-        };
-        let start = pos;
-        pos = buf.len() - rest.len();
-        match object {
-            FitObject::Crc(_) => return reaches_end,
-            FitObject::DataMessage(message) => {
-                if processor.decode_message(message).is_err() {
-                    return false;
-                }
-                clean += usize::from(start >= body_start);
+/// A trial parse of `body` after the replayed definitions.
+struct Trial<'a> {
+    replay: &'a [u8],
+    body: &'a [u8],
+    /// Messages starting this many bytes into `body` or later count towards [`CLEAN_RUN`].
+    count_from: usize,
+    /// `body` ends where the data section ends.
+    reaches_end: bool,
+}
+
+impl Trial<'_> {
+    fn frames_cleanly(&self) -> bool {
+        let mut buf = synthetic_header(self.replay.len() + self.body.len());
+        buf.extend_from_slice(self.replay);
+        let body_start = buf.len();
+        let count_from = body_start + self.count_from;
+        buf.extend_from_slice(self.body);
+        buf.extend_from_slice(&[0, 0]);
+        let mut processor = FitStreamProcessor::new();
+        processor.add_option(DecodeOption::SkipDataCrcValidation);
+        let (mut pos, mut clean) = (0, 0);
+        while pos < buf.len() {
+            let start = pos;
+            let definition = start > 0 && start + 2 < buf.len() && buf[start] & 0xc0 == 0x40;
+            if definition && definition_problem(&buf[start..]).is_some() {
+                return false;
             }
-            FitObject::DefinitionMessage(_) => clean += usize::from(start >= body_start),
-            FitObject::Header(_) => {}
+            let Ok((rest, object)) = processor.deserialize_next(&buf[start..]) else {
+                return false;
+            };
+            pos = buf.len() - rest.len();
+            match object {
+                FitObject::Crc(_) => return self.reaches_end,
+                FitObject::DataMessage(message) => {
+                    if processor.decode_message(message).is_err() {
+                        return false;
+                    }
+                }
+                FitObject::DefinitionMessage(_) => {}
+                FitObject::Header(_) => continue,
+            }
+            clean += usize::from(start >= count_from);
+            if clean >= CLEAN_RUN {
+                return true;
+            }
         }
-        if clean >= CLEAN_RUN {
-            return true;
-        }
+        false
     }
-    false
 }
 
 /// The buffer to go on reading from after resuming at `resume`, and the length of its made-up
@@ -220,6 +283,19 @@ mod tests {
         assert!(header_problem(&h).is_some_and(|p| p.contains("ends inside")));
         h[8] = b'X';
         assert!(header_problem(&h).is_some_and(|p| p.contains(".FIT")));
+    }
+
+    #[test]
+    fn impossible_definitions() {
+        let good = [0x40, 0, 0, 20, 0, 2, 253, 4, 0x86, 0, 4, 0x85];
+        assert_eq!(definition_problem(&good), None);
+        let mut bad = good;
+        bad[2] = 229;
+        assert!(definition_problem(&bad).is_some_and(|p| p.contains("architecture byte 229")));
+        let mut bad = good;
+        bad[8] = 0x3f;
+        assert!(definition_problem(&bad).is_some_and(|p| p.contains("base type 0x3f")));
+        assert!(definition_problem(&good[..3]).is_some());
     }
 
     #[test]

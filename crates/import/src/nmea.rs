@@ -97,21 +97,28 @@ pub(crate) fn read(src: &Source<'_>, bytes: &[u8]) -> ReadResult {
             if !used {
                 continue;
             }
-            let sentence = format!("${piece}");
-            match nmea::parse_str(&sentence) {
-                Ok(parsed) => reader.take(parsed),
-                Err(nmea::Error::ChecksumMismatch { calculated, found }) => {
-                    let note = format!(
-                        "{address}: checksum {found:02X} does not match the computed \
-                         {calculated:02X}; sentence skipped"
-                    );
-                    warnings.push(location.clone(), note);
+            let sentence = with_gll_mode(piece).unwrap_or_else(|| format!("${piece}"));
+            let error = match nmea::parse_str(&sentence) {
+                Ok(parsed) => {
+                    reader.take(parsed);
+                    continue;
                 }
-                Err(error) => {
-                    let note = format!("{address}: unreadable sentence ({error}); skipped");
-                    warnings.push(location.clone(), note.to_lowercase());
+                Err(error) => error,
+            };
+            reader.interrupted = true;
+            let note = match error {
+                nmea::Error::ChecksumMismatch { calculated, found } => format!(
+                    "{address} checksum {found:02X} does not match the computed \
+                     {calculated:02X}; sentence skipped"
+                ),
+                // The crate often cannot read the placeholder fields of a no-fix sentence,
+                // which would give no position anyway.
+                _ if says_no_fix(&address[2..], piece) => continue,
+                other => {
+                    format!("{address} sentence the nmea crate cannot read ({other}); skipped")
                 }
-            }
+            };
+            warnings.push(location.clone(), note);
         }
     }
     if sentences == 0 {
@@ -134,15 +141,51 @@ fn until_checksum(piece: &str) -> &str {
     }
 }
 
+/// True for a GGA, RMC, GNS or GLL sentence (`GPGGA,...`) that says it has no fix.
+fn says_no_fix(kind: &str, piece: &str) -> bool {
+    let body = piece.split('*').next().unwrap_or_default();
+    let fields: Vec<&str> = body.split(',').collect();
+    let field = |i: usize| fields.get(i).copied().unwrap_or_default();
+    match kind {
+        "GGA" => matches!(field(6), "" | "0"),
+        "RMC" => field(2) == "V",
+        "GNS" => field(6).chars().all(|c| c == 'N'),
+        "GLL" => field(6) == "V",
+        _ => false,
+    }
+}
+
+/// A GLL sentence of NMEA before 2.3 (no mode field, which the nmea crate requires) with the
+/// mode field added and the checksum recomputed; `None` for anything else, or when the
+/// original checksum is wrong (the parse then reports it).
+fn with_gll_mode(piece: &str) -> Option<String> {
+    let (body, sum) = piece.split_once('*')?;
+    if !body.get(2..6).is_some_and(|k| k == "GLL,") || body.split(',').count() != 7 {
+        return None;
+    }
+    let checksum = |text: &str| text.bytes().fold(0u8, |a, b| a ^ b);
+    let stored = u8::from_str_radix(sum.get(..2)?, 16).ok()?;
+    if checksum(body) != stored {
+        return None;
+    }
+    let status = body.rsplit(',').next().unwrap_or_default();
+    let body = format!("{body},{}", if status == "A" { "A" } else { "N" });
+    Some(format!("${body}*{:02X}", checksum(&body)))
+}
+
 #[derive(Debug, Default)]
 struct Reader {
     cycle: Option<Cycle>,
     entries: Vec<Entry>,
+    /// A sentence could not be read since the open cycle was last touched: a following VTG
+    /// (which has no time) may belong to that sentence's cycle, not the open one.
+    interrupted: bool,
 }
 
 impl Reader {
     /// The cycle for `tod`: the open one if it has that time, else a new one.
     fn cycle_at(&mut self, tod: NaiveTime) -> &mut Cycle {
+        self.interrupted = false;
         if self.cycle.as_ref().is_some_and(|c| c.tod != tod) {
             self.flush();
         }
@@ -221,7 +264,7 @@ impl Reader {
             }
             ParseResult::VTG(v) => {
                 // VTG has no time: it belongs to the cycle it follows.
-                if let Some(c) = self.cycle.as_mut() {
+                if let Some(c) = self.cycle.as_mut().filter(|_| !self.interrupted) {
                     c.speed_knots = c.speed_knots.or(v.speed_over_ground);
                     c.course = c.course.or(v.true_course);
                 }
@@ -381,5 +424,15 @@ mod tests {
         let locations: Vec<_> = warnings.iter().map(|w| w.location.as_str()).collect();
         assert_eq!(locations, vec!["line 1", "line 3"]);
         assert!(warnings[1].message.contains("checksum"), "{warnings:?}");
+    }
+
+    #[test]
+    fn old_gll_and_silent_no_fix() {
+        let log = s("GPGLL,3908.8199,N,00023.0832,W,120824.758,A")
+            + &s("GPRMC,000417.984,V,36000.0000,N,72000.0000,E,0.000000,,260120,,");
+        let (fixes, warnings) = read_log(&log);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(fixes.len(), 1);
+        assert!((fixes[0].lon + 0.384_72).abs() < 1e-5, "{:?}", fixes[0]);
     }
 }

@@ -310,6 +310,14 @@ fn submit(
     };
     if stats.queued_positions.load(Ordering::Relaxed) + kept > shared.config.max_queued_positions {
         stats.retry_later.fetch_add(1, Ordering::Relaxed);
+        stats
+            .last_pushback_us
+            .store(now.max(0) as u64, Ordering::Relaxed);
+        tracing::debug!(
+            seq,
+            queued = stats.queued_positions.load(Ordering::Relaxed),
+            "memory budget full; batch pushed back"
+        );
         let _ = acks.send(session::ack_retry_later(seq, RETRY_AFTER_MS));
         return;
     }
@@ -363,6 +371,9 @@ fn submit(
         reply: Box::new(reply),
     };
     if let Err(req) = shared.writer.try_submit(req) {
+        stats
+            .last_pushback_us
+            .store(now.max(0) as u64, Ordering::Relaxed);
         (req.reply)(Err(StoreError::WriteFailed {
             retryable: true,
             message: "writer queue full".into(),

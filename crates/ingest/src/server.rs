@@ -84,6 +84,8 @@ pub struct IngestStats {
     pub retry_later: AtomicU64,
     pub split_requests: AtomicU64,
     pub queued_positions: AtomicU64,
+    /// When ingest last pushed a batch back for lack of room (µs since the epoch).
+    pub last_pushback_us: AtomicU64,
     refused: [AtomicU64; 8],
 }
 
@@ -190,13 +192,17 @@ impl IngestServer {
         &self.shared.stats
     }
 
-    /// Whether ingest can store now: the writer's last write succeeded and its queue is not full.
+    /// Whether ingest can store now: the writer's last write succeeded, its queue is not full,
+    /// and no batch was pushed back for lack of room in the last second.
     pub fn is_ready(&self) -> bool {
         let w = &self.shared.writer;
+        let stats = &self.shared.stats;
+        let pushed_back = stats.last_pushback_us.load(Ordering::Relaxed) as i64;
         w.stats().healthy.load(Ordering::Relaxed)
             && w.queued() < w.capacity()
-            && self.shared.stats.queued_positions.load(Ordering::Relaxed)
+            && stats.queued_positions.load(Ordering::Relaxed)
                 < self.shared.config.max_queued_positions
+            && self.shared.now() - pushed_back > 1_000_000
     }
 
     /// Blocks a device: records it in the store, then closes its open connections with

@@ -198,6 +198,21 @@ impl HotStore {
         Ok(out)
     }
 
+    /// A journey's positions with fix times in `from_us..=to_us` (both bounds included), in
+    /// fix-time order.
+    pub fn track_between(
+        &self,
+        t: TenantId,
+        d: DeviceId,
+        j: JourneyId,
+        from_us: i64,
+        to_us: i64,
+    ) -> Result<Vec<Position>, StoreError> {
+        let mut track = self.track(t, d, j)?;
+        track.retain(|p| (from_us..=to_us).contains(&p.fix_time_us));
+        Ok(track)
+    }
+
     /// Every position of a device, in fix-time order.
     pub fn device_positions(&self, t: TenantId, d: DeviceId) -> Result<Vec<Position>, StoreError> {
         let prefix = keys::device_prefix(t, d);

@@ -1,0 +1,313 @@
+//! Shared pieces of the end-to-end tests: servers (in-process or the real binary), devices,
+//! and a raw protocol client for the cases the SDK would hide.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use journeyd::config::JourneydConfig;
+use journeyd::serve::{Ready, Server};
+use journeyd_device::{Credential, Device, DeviceConfig, Identity, Outbox};
+use journeyd_store::{DeviceId, HotStore, TenantId};
+use journeyd_wire::frame::{self, FrameHeader, FrameKind, HEADER_LEN, Hello};
+use journeyd_wire::{Ack, Position};
+use rustls::pki_types::CertificateDer;
+
+pub const SECOND: i64 = 1_000_000;
+pub const MINUTE: i64 = 60 * SECOND;
+
+pub fn now_us() -> i64 {
+    journeyd::serve::now_us()
+}
+
+/// A config for tests: a temp data folder, loopback, a free port.
+pub fn test_config(dir: &Path) -> JourneydConfig {
+    let mut c = JourneydConfig::default();
+    c.data_dir = dir.join("data");
+    c.ingest.listen = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+/// journeyd running inside the test process: real QUIC, real RocksDB.
+pub struct TestServer {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+    pub trust: Vec<CertificateDer<'static>>,
+    pub code: [u8; 32],
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    pub fn start_with(tweak: impl FnOnce(&mut JourneydConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let code_path = config.enrolment_code_path();
+        let cert_path = config.cert_path();
+        let server = Server::start(config).unwrap();
+        let code =
+            journeyd_device::parse_code(&std::fs::read_to_string(code_path).unwrap()).unwrap();
+        let trust = journeyd::bench::load_certs(&cert_path).unwrap();
+        Self {
+            server,
+            dir,
+            trust,
+            code,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.ingest.local_addr()
+    }
+
+    pub fn store(&self) -> &Arc<HotStore> {
+        &self.server.store
+    }
+
+    pub fn tenant(&self) -> TenantId {
+        self.store().tenants().unwrap()[0].id
+    }
+
+    /// Enrols a device directly in the store and returns its credential.
+    pub fn enrol(&self, name: &str) -> Credential {
+        let (rec, secret) = self
+            .store()
+            .add_device(self.tenant(), name, now_us())
+            .unwrap();
+        Credential {
+            device_id: rec.id.0,
+            secret,
+        }
+    }
+
+    pub fn device_config(&self) -> DeviceConfig {
+        let mut c = DeviceConfig::new(self.addr(), self.trust.clone());
+        c.flush_timeout = Duration::from_secs(30);
+        c
+    }
+
+    /// A device with an in-memory outbox and a fresh credential.
+    pub fn device(&self, name: &str) -> (Device, DeviceId) {
+        let cred = self.enrol(name);
+        let id = DeviceId(cred.device_id);
+        (
+            Device::open(
+                self.device_config(),
+                Outbox::memory(),
+                Identity::Credential(cred),
+            )
+            .unwrap(),
+            id,
+        )
+    }
+
+    /// All stored positions of a device, in fix-time order.
+    pub fn positions(&self, device: DeviceId) -> Vec<Position> {
+        self.store()
+            .device_positions(self.tenant(), device)
+            .unwrap()
+    }
+}
+
+/// The real binary as a child process, for kill -9 and CLI tests.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub config_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub addr: SocketAddr,
+    pub cert: PathBuf,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_journeyd")
+}
+
+impl ChildServer {
+    /// Starts `journeyd serve` on `dir` (reusing what is there) and waits until it is ready.
+    pub fn start(dir: &Path) -> Self {
+        let data_dir = dir.join("data");
+        let config_path = dir.join("journeyd.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "data_dir = {:?}\n[ingest]\nlisten = \"127.0.0.1:0\"\n",
+                data_dir.display().to_string()
+            ),
+        )
+        .unwrap();
+        let ready_path = data_dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready_path);
+        let child = std::process::Command::new(binary())
+            .args(["--log", "warn", "serve", "--config"])
+            .arg(&config_path)
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready_path)
+                && let Ok(ready) = serde_json::from_str::<Ready>(&text)
+                && ready.pid == child.id()
+            {
+                return Self {
+                    child,
+                    config_path,
+                    data_dir,
+                    addr: ready.quic,
+                    cert: ready.cert,
+                };
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "server not ready in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn code(&self) -> [u8; 32] {
+        journeyd_device::parse_code(
+            &std::fs::read_to_string(self.data_dir.join("demo-enrolment-code")).unwrap(),
+        )
+        .unwrap()
+    }
+
+    pub fn trust(&self) -> Vec<CertificateDer<'static>> {
+        journeyd::bench::load_certs(&self.cert).unwrap()
+    }
+
+    /// Runs a journeyd subcommand against this server's config and returns its stdout.
+    pub fn command(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(binary())
+            .args(["--log", "warn", "--config"])
+            .arg(&self.config_path)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "journeyd {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare protocol client: frames in, frames out, nothing hidden.
+pub struct RawClient {
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    pub endpoint: quinn::Endpoint,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr, trust: &[CertificateDer<'static>]) -> Self {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(journeyd_device::client_crypto(trust).unwrap());
+        let conn = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
+        let (send, recv) = conn.open_bi().await.unwrap();
+        Self {
+            conn,
+            send,
+            recv,
+            endpoint,
+        }
+    }
+
+    /// Connects and says hello; returns once the Welcome arrived.
+    pub async fn hello(
+        addr: SocketAddr,
+        trust: &[CertificateDer<'static>],
+        cred: &Credential,
+    ) -> Self {
+        let mut c = Self::connect(addr, trust).await;
+        let hello = Hello {
+            device_id: cred.device_id,
+            secret: cred.secret,
+            protocol_version: 1,
+            reserved: 0,
+        };
+        c.send_raw(&frame::encode_frame(FrameKind::Hello, 0, &hello))
+            .await;
+        let (h, _) = c.read_frame().await.expect("a welcome");
+        assert_eq!(h.kind, FrameKind::Welcome);
+        c
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.send.write_all(bytes).await.unwrap();
+    }
+
+    pub async fn send_batch(&mut self, seq: u64, journey: u64, positions: Vec<Position>) {
+        let f = frame::encode_frame(
+            FrameKind::Batch,
+            seq,
+            &journeyd_wire::Batch { journey, positions },
+        );
+        self.send_raw(&f).await;
+    }
+
+    pub async fn read_frame(&mut self) -> Option<(FrameHeader, rkyv::util::AlignedVec)> {
+        let mut h = [0u8; HEADER_LEN];
+        self.recv.read_exact(&mut h).await.ok()?;
+        let header = FrameHeader::decode(&h).ok()?;
+        let mut body = vec![0u8; header.body_len as usize];
+        self.recv.read_exact(&mut body).await.ok()?;
+        Some((header, frame::aligned(&body)))
+    }
+
+    pub async fn read_ack(&mut self) -> (u64, Ack) {
+        let (h, body) = self.read_frame().await.expect("an ack");
+        assert_eq!(h.kind, FrameKind::Ack);
+        (h.seq, journeyd_wire::session::decode_ack(&body).unwrap())
+    }
+
+    /// The application close code the server closed with.
+    pub async fn close_code(&self) -> Option<u64> {
+        match self.conn.closed().await {
+            quinn::ConnectionError::ApplicationClosed(c) => Some(c.error_code.into_inner()),
+            _ => None,
+        }
+    }
+}
+
+/// Great-circle distance in metres.
+pub fn haversine_m(a: &Position, b: &Position) -> f64 {
+    let (la1, la2) = (a.lat.to_radians(), b.lat.to_radians());
+    let dla = la2 - la1;
+    let dlo = (b.lon - a.lon).to_radians();
+    let h = (dla / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlo / 2.0).sin().powi(2);
+    2.0 * 6_371_008.8 * h.sqrt().asin()
+}
+
+pub fn shared_tracks() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/tracks");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipping: {} is absent (the real tracks live beside the checkout)",
+            p.display()
+        );
+        None
+    }
+}
