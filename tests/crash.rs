@@ -1,1 +1,130 @@
+//! kill -9 of the real server binary in the middle of an upload (case F36).
 
+mod support;
+
+use std::time::Duration;
+
+use journeyd_device::{Device, DeviceConfig, Identity, Outbox};
+use journeyd_store::{BatchSeq, DeviceId, HotStore, JourneyId};
+use journeyd_wire::Position;
+use support::*;
+
+const BATCHES: i64 = 300;
+const PER_BATCH: i64 = 100;
+
+fn device(server: &ChildServer, state: &std::path::Path) -> Device {
+    let mut config = DeviceConfig::new(server.addr, server.trust());
+    config.flush_timeout = Duration::from_secs(2);
+    config.idle_timeout = Duration::from_secs(3);
+    config.backoff = (Duration::from_millis(50), Duration::from_millis(200));
+    let identity = Identity::Enrol {
+        code: server.code(),
+        name: "dev-F36".into(),
+    };
+    Device::open(config, Outbox::open(state).unwrap(), identity).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn f36_kill_after_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("device");
+    let server = ChildServer::start(dir.path());
+
+    let mut d = device(&server, &state);
+    let t = now_us() - 10 * 3600 * SECOND;
+    d.start_journey(1, t).unwrap();
+    for k in 0..BATCHES {
+        let ps: Vec<Position> = (0..PER_BATCH)
+            .map(|i| {
+                Position::new(
+                    t + (k * PER_BATCH + i) * SECOND,
+                    47.0,
+                    8.0 + i as f64 * 1e-5,
+                )
+            })
+            .collect();
+        d.record(1, &ps).unwrap();
+    }
+    let total = d.pending() as u64;
+
+    // Upload, and kill the server with SIGKILL once part of it is acked.
+    let upload = tokio::spawn(async move {
+        let result = d.flush().await;
+        (d, result)
+    });
+    let state_for_watch = state.clone();
+    loop {
+        let pending = Outbox::open(&state_for_watch)
+            .map(|o| o.len() as u64)
+            .unwrap_or(total);
+        if pending < total * 2 / 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let data_dir = server.data_dir.clone();
+    server.kill9();
+    let (d, result) = upload.await.unwrap();
+    assert!(result.is_err(), "the upload cannot finish without a server");
+    let unacked: Vec<u64> = d.pending_seqs();
+    let credential = d
+        .credential()
+        .cloned()
+        .expect("the device enrolled before the kill");
+    drop(d);
+    assert!(
+        !unacked.is_empty() && (unacked.len() as u64) < total,
+        "the kill came mid-upload"
+    );
+
+    // Every record the device saw acked is in the store after the crash.
+    {
+        let store =
+            HotStore::open(&journeyd_store::StoreConfig::new(data_dir.join("hot"))).unwrap();
+        let device = DeviceId(credential.device_id);
+        for seq in 1..=total {
+            if !unacked.contains(&seq) {
+                assert!(
+                    store.is_stored(device, BatchSeq(seq)).unwrap(),
+                    "acked seq {seq} lost"
+                );
+            }
+        }
+    }
+
+    // Restart, finish: every position present, none twice.
+    let server = ChildServer::start(dir.path());
+    let mut d = device(&server, &state);
+    d.flush().await.unwrap();
+    assert_eq!(d.pending(), 0);
+    drop(server);
+
+    let store = HotStore::open_read_only(&data_dir.join("hot")).unwrap();
+    let tenant = store.tenants().unwrap()[0].id;
+    let track = store
+        .track(tenant, DeviceId(credential.device_id), JourneyId(1))
+        .unwrap();
+    assert_eq!(track.len() as i64, BATCHES * PER_BATCH);
+    assert!(
+        track
+            .windows(2)
+            .all(|w| w[0].fix_time_us < w[1].fix_time_us),
+        "no fix twice, in fix-time order"
+    );
+    assert_eq!(store.stats().unwrap().positions as i64, BATCHES * PER_BATCH);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_after_kill_serves_again_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path());
+    server.kill9();
+    let started = std::time::Instant::now();
+    let server = ChildServer::start(dir.path());
+    let elapsed = started.elapsed();
+    eprintln!("restart after kill -9 to ready: {elapsed:?}");
+    let mut d = device(&server, &dir.path().join("device"));
+    d.record(1, &[Position::new(now_us() - MINUTE, 1.0, 1.0)])
+        .unwrap();
+    assert_eq!(d.flush().await.unwrap().stored, 1);
+}

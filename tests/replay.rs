@@ -1,1 +1,128 @@
+//! Every real track of ../shared/data/tracks through the real binary, twice.
 
+mod support;
+
+use std::collections::HashSet;
+
+use journeyd::replay::ReplaySummary;
+use journeyd_store::HotStore;
+use journeyd_wire::{ValidationRules, Verdict};
+use support::*;
+
+/// What the store must hold, counted here from the parsers' output and the documented rules:
+/// per track (one device each), the distinct fix times of the positions the rules keep.
+fn expected_positions(tracks_dir: &std::path::Path) -> (u64, u64) {
+    let rules = ValidationRules::default();
+    let now = now_us();
+    let (mut parsed, mut expected) = (0u64, 0u64);
+    for file in journeyd::replay::collect_files(&[tracks_dir.to_owned()]) {
+        let Ok(read) = journeyd_import::read_file(&file) else {
+            continue;
+        };
+        for track in &read.tracks {
+            let mut times = HashSet::new();
+            for fix in &track.fixes {
+                let Some(t) = fix.fix_time_us else { continue };
+                parsed += 1;
+                let mut p = journeyd::replay::to_position(fix, t);
+                if let Verdict::Keep(_) = rules.check(&mut p, now) {
+                    times.insert(p.fix_time_us);
+                }
+            }
+            expected += times.len() as u64;
+        }
+    }
+    (parsed, expected)
+}
+
+#[test]
+fn replay_every_real_track_twice() {
+    let Some(tracks) = shared_tracks() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path());
+
+    let first: ReplaySummary =
+        serde_json::from_str(&server.command(&["replay", "--json", tracks.to_str().unwrap()]))
+            .unwrap();
+    let (parsed, expected) = expected_positions(&tracks);
+    eprintln!("{}", first.render());
+    assert!(first.files >= 100, "{first:?}");
+    assert_eq!(
+        first.positions_sent, parsed,
+        "every timed fix the parsers produced was sent"
+    );
+    assert_eq!(
+        first.positions_sent,
+        first.positions_acked + first.refused_total(),
+        "every sent position was acked or refused with a reason"
+    );
+    assert_eq!(
+        first.stored, expected,
+        "stored = parsed minus refused minus repeated fix times, counted independently"
+    );
+
+    let stats_text = server.command(&["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&stats_text).unwrap();
+    assert_eq!(stats["positions"].as_u64(), Some(expected));
+
+    // Replaying everything a second time changes nothing.
+    let second: ReplaySummary =
+        serde_json::from_str(&server.command(&["replay", "--json", tracks.to_str().unwrap()]))
+            .unwrap();
+    assert_eq!(second.stored, 0, "{}", second.render());
+    assert_eq!(second.positions_acked, first.positions_acked);
+    let again: serde_json::Value =
+        serde_json::from_str(&server.command(&["stats", "--json"])).unwrap();
+    assert_eq!(again["positions"], stats["positions"]);
+    assert_eq!(again["journeys"], stats["journeys"]);
+    assert_eq!(again["devices"], stats["devices"]);
+
+    // Tracks read back in fix-time order with no fix twice.
+    let data_dir = server.data_dir.clone();
+    drop(server);
+    let store = HotStore::open_read_only(&data_dir.join("hot")).unwrap();
+    for d in store.devices(None).unwrap() {
+        for (j, _) in store.journeys(d.tenant, d.id).unwrap() {
+            let track = store.track(d.tenant, d.id, j).unwrap();
+            assert!(
+                track
+                    .windows(2)
+                    .all(|w| w[0].fix_time_us < w[1].fix_time_us),
+                "device {} journey {}",
+                d.id.0,
+                j.0
+            );
+        }
+    }
+}
+
+#[test]
+fn unreadable_files_are_named_and_the_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path());
+    let input = dir.path().join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("broken.gpx"), "<gpx><trk><trkseg><trkpt lat=").unwrap();
+    std::fs::write(input.join("garbage.fit"), [0x0e, 0x10, 0xff, 0xff, 1, 2, 3]).unwrap();
+    journeyd::replay::write_demo_tracks(&input, 2, now_us()).unwrap();
+    let summary: ReplaySummary =
+        serde_json::from_str(&server.command(&["replay", "--json", input.to_str().unwrap()]))
+            .unwrap();
+    assert_eq!(summary.files, 4);
+    assert_eq!(summary.files_failed, 2, "{}", summary.render());
+    assert!(
+        summary
+            .errors
+            .iter()
+            .any(|e| e.file.ends_with("broken.gpx"))
+    );
+    assert!(
+        summary
+            .errors
+            .iter()
+            .any(|e| e.file.ends_with("garbage.fit"))
+    );
+    assert_eq!(summary.stored, 480, "the good files went on");
+}

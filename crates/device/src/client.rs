@@ -361,7 +361,15 @@ impl Device {
                     }
                 }
             }
-            match self.exchange(&mut report).await {
+            let exchange = tokio::time::timeout_at(deadline, self.exchange(&mut report)).await;
+            let Ok(exchange) = exchange else {
+                self.live = None;
+                return Err(DeviceError::Unreachable {
+                    attempts,
+                    last_error: "no acks before the flush deadline".into(),
+                });
+            };
+            match exchange {
                 Ok(()) => {}
                 Err(e @ DeviceError::Refused { .. }) => return Err(e),
                 Err(e) => {

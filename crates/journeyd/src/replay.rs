@@ -16,7 +16,7 @@ use journeyd_device::{Device, DeviceConfig, FlushReport, Identity, Outbox};
 use journeyd_import::{Fix, Track};
 use journeyd_wire::Position;
 use rustls::pki_types::CertificateDer;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 /// How to replay.
@@ -41,7 +41,7 @@ pub struct ReplayOptions {
 }
 
 /// What a replay did, in numbers.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReplaySummary {
     pub files: u64,
     pub files_failed: u64,
@@ -61,7 +61,7 @@ pub struct ReplaySummary {
 }
 
 /// A file that could not be read or sent.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileError {
     pub file: String,
     pub error: String,
