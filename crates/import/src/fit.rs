@@ -124,7 +124,15 @@ fn read_all(src: &Source<'_>, bytes: &[u8]) -> ReadResult {
             },
         };
         let (at, message, eof) = match run(seg, &mut processor, &mut state, &mut framing) {
-            End::Clean => break,
+            End::Clean => {
+                if framing.in_data() {
+                    let note = "the file ends before its data section does (truncated)";
+                    state
+                        .warnings
+                        .push(format!("byte {:#x}", bytes.len()), note);
+                }
+                break;
+            }
             End::Damaged { at, message, eof } => (at, message, eof),
         };
         first_damage.get_or_insert((at, message.clone()));

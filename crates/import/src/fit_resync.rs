@@ -56,6 +56,11 @@ impl Framing {
         !self.in_data
     }
 
+    /// Between a header and its CRC.
+    pub(crate) fn in_data(&self) -> bool {
+        self.in_data
+    }
+
     /// True at the end of the data section, where the data CRC is.
     pub(crate) fn at_crc(&self, at: usize) -> bool {
         self.in_data && at == self.data_end
@@ -186,6 +191,16 @@ pub(crate) fn find(bytes: &[u8], framing: &Framing, at: usize) -> Option<usize> 
     })
 }
 
+/// Stricter than fitparser, for trial parses only: reserved header bits clear, and a
+/// definition that could be genuine.
+fn plausible_message(bytes: &[u8]) -> bool {
+    match bytes[0] {
+        h if h & 0x80 != 0 => true,
+        h if h & 0x40 != 0 => h & 0x10 == 0 && definition_problem(bytes).is_none(),
+        h => h & 0x30 == 0,
+    }
+}
+
 /// Cheap test of a byte as a message header, before a trial parse.
 fn could_start_message(header: u8, definitions: &[Option<Vec<u8>>; 16]) -> bool {
     if header & 0x80 != 0 {
@@ -220,8 +235,7 @@ impl Trial<'_> {
         let (mut pos, mut clean) = (0, 0);
         while pos < buf.len() {
             let start = pos;
-            let definition = start > 0 && start + 2 < buf.len() && buf[start] & 0xc0 == 0x40;
-            if definition && definition_problem(&buf[start..]).is_some() {
+            if start > 0 && start + 2 < buf.len() && !plausible_message(&buf[start..]) {
                 return false;
             }
             let Ok((rest, object)) = processor.deserialize_next(&buf[start..]) else {

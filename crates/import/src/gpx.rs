@@ -141,3 +141,59 @@ mod tests {
         assert!(warnings[0].message.contains("gpx crate refused"));
     }
 }
+
+/// The lenient reader must agree with the gpx crate wherever the crate reads a file, or the
+/// same file would read differently depending on an unrelated quirk elsewhere in it.
+#[cfg(test)]
+mod agreement {
+    use std::path::Path;
+
+    use super::*;
+
+    fn check(name: &str, bytes: &[u8]) {
+        let Ok(doc) = ::gpx::read(BufReader::new(bytes)) else {
+            return;
+        };
+        let src = Source {
+            path: Path::new(name),
+            device: "t".into(),
+        };
+        let mut warnings = Warnings::default();
+        let lenient = gpx_lenient::read(&src, bytes, &mut warnings).expect("lenient read");
+        assert_eq!(from_document(&doc), lenient, "{name}");
+        assert!(warnings.into_vec().is_empty(), "{name}");
+    }
+
+    #[test]
+    fn on_small_documents() {
+        check(
+            "a.gpx",
+            br#"<gpx version="1.1"><wpt lat="1" lon="2"><time>2001-10-26T21:32:52</time>
+            </wpt><trk><trkseg><trkpt lat="-1.5" lon="-2.5"><ele/><hdop>0.7</hdop>
+            <time>1996-12-19T16:39:57-08:00</time><extensions><x>1</x></extensions>
+            </trkpt></trkseg></trk></gpx>"#,
+        );
+        check(
+            "b.gpx",
+            br#"<gpx version="1.0"><rte><rtept lat="1" lon="2"><ele>3.25</ele>
+            <speed>4</speed></rtept></rte></gpx>"#,
+        );
+    }
+
+    #[test]
+    fn on_the_data_set() {
+        let dir = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/tracks/gpx"
+        ));
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            // The data set is optional; tests/dataset.rs says so when it is absent.
+            return;
+        };
+        for entry in entries.flatten() {
+            let bytes = std::fs::read(entry.path()).expect("readable file");
+            let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+            check(&entry.path().display().to_string(), bytes);
+        }
+    }
+}

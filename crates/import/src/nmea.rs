@@ -90,10 +90,15 @@ pub(crate) fn read(src: &Source<'_>, bytes: &[u8]) -> ReadResult {
             continue;
         };
         for piece in line[first..].split('$').skip(1) {
-            sentences += 1;
             let piece = until_checksum(piece);
             let address = piece.split(',').next().unwrap_or_default();
-            let used = address.len() == 5 && USED.contains(&&address[2..]);
+            let well_formed = (5..=6).contains(&address.len())
+                && address
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+                && piece.len() > address.len();
+            sentences += usize::from(well_formed);
+            let used = well_formed && address.len() == 5 && USED.contains(&&address[2..]);
             if !used {
                 continue;
             }
@@ -122,7 +127,7 @@ pub(crate) fn read(src: &Source<'_>, bytes: &[u8]) -> ReadResult {
         }
     }
     if sentences == 0 {
-        let message = "no nmea sentences (lines starting with $) found";
+        let message = "no nmea sentences ($ and a five-letter address such as $GPGGA) found";
         return Err(src.malformed(Format::Nmea, "file", message));
     }
     let fixes = resolve_dates(reader.finish());
@@ -135,10 +140,14 @@ pub(crate) fn read(src: &Source<'_>, bytes: &[u8]) -> ReadResult {
 
 /// `GPGGA,...*5C` from `GPGGA,...*5C<junk>`: nothing after the two checksum digits.
 fn until_checksum(piece: &str) -> &str {
-    match piece.find('*') {
-        Some(star) => &piece[..(star + 3).min(piece.len())],
-        None => piece.trim_end(),
-    }
+    let Some(star) = piece.find('*') else {
+        return piece.trim_end();
+    };
+    let end = piece[star + 1..]
+        .char_indices()
+        .nth(2)
+        .map_or(piece.len(), |(i, _)| star + 1 + i);
+    &piece[..end]
 }
 
 /// True for a GGA, RMC, GNS or GLL sentence (`GPGGA,...`) that says it has no fix.
@@ -160,7 +169,7 @@ fn says_no_fix(kind: &str, piece: &str) -> bool {
 /// original checksum is wrong (the parse then reports it).
 fn with_gll_mode(piece: &str) -> Option<String> {
     let (body, sum) = piece.split_once('*')?;
-    if !body.get(2..6).is_some_and(|k| k == "GLL,") || body.split(',').count() != 7 {
+    if body.get(2..6) != Some("GLL,") || body.split(',').count() != 7 {
         return None;
     }
     let checksum = |text: &str| text.bytes().fold(0u8, |a, b| a ^ b);

@@ -6,7 +6,7 @@ const LEN: usize = 64;
 const NONE: i64 = i64::MIN;
 
 /// A journey's summary, updated in the same write as each batch of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct JourneyMeta {
     /// When the device said the journey started, if it did.
     pub started_us: Option<i64>,
@@ -20,21 +20,6 @@ pub struct JourneyMeta {
     pub flagged: u32,
     /// When the server last stored anything of this journey.
     pub last_received_us: i64,
-}
-
-impl Default for JourneyMeta {
-    fn default() -> Self {
-        Self {
-            started_us: None,
-            ended_us: None,
-            first_fix_us: None,
-            last_fix_us: None,
-            positions: 0,
-            batches: 0,
-            flagged: 0,
-            last_received_us: 0,
-        }
-    }
 }
 
 impl JourneyMeta {

@@ -110,10 +110,6 @@ impl Writer {
     }
 
     /// Queues a request, or hands it back when the queue is full or the writer has stopped.
-    #[expect(
-        clippy::result_large_err,
-        reason = "the request is handed back to be answered"
-    )]
     pub fn try_submit(&self, req: WriteRequest) -> Result<(), WriteRequest> {
         self.tx.try_send(req).map_err(|e| match e {
             TrySendError::Full(r) | TrySendError::Disconnected(r) => r,

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The second command of the README: install what the tests need, then run the whole suite
+# (unit, property, end-to-end and field-case tests; each benchmark once on a tiny size).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+scripts/install-deps.sh
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "installing cargo-nextest" >&2
+    cargo install --locked cargo-nextest
+fi
+
+# One profile (dev, dependencies optimised) for tests, benches and the binary: nothing compiles
+# twice.
+cargo nextest run --locked --workspace --lib --bins --tests --no-fail-fast
+# Each criterion benchmark once, in test mode.
+cargo test --locked --workspace --benches
+cargo test --locked --workspace --doc
+
+# The load benchmark once, tiny, so it cannot rot (its figures are not checked).
+cargo build --locked --bin journeyd
+target/debug/journeyd --log warn bench --devices 20 --batch 50 --duration 2s
