@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use journeyd_store::{BatchSeq, DeviceId, HotStore, StoreConfig, TenantId, Writer, WriterConfig, WriteRequest, chunk};
+use journeyd_store::{
+    BatchSeq, DeviceId, HotStore, StoreConfig, TenantId, WriteRequest, Writer, WriterConfig, chunk,
+};
 use journeyd_wire::Position;
 use journeyd_wire::session::Record;
 use journeyd_wire::validate::ValidatedBatch;
@@ -14,7 +16,16 @@ use journeyd_wire::validate::ValidatedBatch;
 const NOW: i64 = 1_780_000_000_000_000;
 
 fn positions(n: usize, offset: i64) -> Vec<Position> {
-    (0..n).map(|i| Position::new(NOW + offset + i as i64 * 1_000_000, 51.0 + i as f64 * 1e-5, -1.0).with_speed(10.0)).collect()
+    (0..n)
+        .map(|i| {
+            Position::new(
+                NOW + offset + i as i64 * 1_000_000,
+                51.0 + i as f64 * 1e-5,
+                -1.0,
+            )
+            .with_speed(10.0)
+        })
+        .collect()
 }
 
 fn chunks(c: &mut Criterion) {
@@ -22,9 +33,13 @@ fn chunks(c: &mut Criterion) {
     let mut buf = Vec::new();
     let mut group = c.benchmark_group("chunk");
     group.throughput(Throughput::Elements(100));
-    group.bench_function("encode_100", |b| b.iter(|| chunk::encode(std::hint::black_box(&ps), NOW, &mut buf)));
+    group.bench_function("encode_100", |b| {
+        b.iter(|| chunk::encode(std::hint::black_box(&ps), NOW, &mut buf))
+    });
     chunk::encode(&ps, NOW, &mut buf);
-    group.bench_function("decode_100", |b| b.iter(|| chunk::decode(b"k", std::hint::black_box(&buf)).map(|c| c.positions.len())));
+    group.bench_function("decode_100", |b| {
+        b.iter(|| chunk::decode(b"k", std::hint::black_box(&buf)).map(|c| c.positions.len()))
+    });
     group.finish();
 }
 
@@ -44,8 +59,23 @@ fn writer(c: &mut Criterion) {
             let (tx, rx) = mpsc::channel();
             for d in 0..devices {
                 let tx = tx.clone();
-                let record = Record::Batch { journey: 1, validated: ValidatedBatch { kept: positions(100, seq as i64 * 200_000_000), ..Default::default() } };
-                let req = WriteRequest { tenant: TenantId(1), device: DeviceId(d), seq: BatchSeq(seq), record, received_us: NOW, reply: Box::new(move |r| { let _ = tx.send(r.is_ok()); }) };
+                let record = Record::Batch {
+                    journey: 1,
+                    validated: ValidatedBatch {
+                        kept: positions(100, seq as i64 * 200_000_000),
+                        ..Default::default()
+                    },
+                };
+                let req = WriteRequest {
+                    tenant: TenantId(1),
+                    device: DeviceId(d),
+                    seq: BatchSeq(seq),
+                    record,
+                    received_us: NOW,
+                    reply: Box::new(move |r| {
+                        let _ = tx.send(r.is_ok());
+                    }),
+                };
                 w.try_submit(req).expect("queue has room");
             }
             drop(tx);
@@ -58,18 +88,23 @@ fn writer(c: &mut Criterion) {
     sync.set_sync(true);
     let mut buf = Vec::new();
     let mut key = 0u64;
-    group.bench_function(BenchmarkId::new("baseline_rocksdb_batch_per_value", devices), |b| {
-        b.iter(|| {
-            let mut batch = rocksdb::WriteBatch::default();
-            for _ in 0..devices {
-                key += 1;
-                chunk::encode(&positions(100, key as i64 * 1000), NOW, &mut buf);
-                batch.put(key.to_be_bytes(), &buf);
-            }
-            raw.write_opt(batch, &sync).unwrap();
-        })
-    });
+    group.bench_function(
+        BenchmarkId::new("baseline_rocksdb_batch_per_value", devices),
+        |b| {
+            b.iter(|| {
+                let mut batch = rocksdb::WriteBatch::default();
+                for _ in 0..devices {
+                    key += 1;
+                    chunk::encode(&positions(100, key as i64 * 1000), NOW, &mut buf);
+                    batch.put(key.to_be_bytes(), &buf);
+                }
+                raw.write_opt(batch, &sync).unwrap();
+            })
+        },
+    );
     group.finish();
+    w.shutdown();
+    store.stop_background_work();
 }
 
 criterion_group!(benches, chunks, writer);

@@ -115,6 +115,14 @@ impl TestServer {
     }
 }
 
+impl Drop for TestServer {
+    /// Stops the writer and RocksDB's background work before the process exits, which RocksDB
+    /// needs to exit cleanly.
+    fn drop(&mut self) {
+        self.server.stop_now();
+    }
+}
+
 /// The real binary as a child process, for kill -9 and CLI tests.
 pub struct ChildServer {
     pub child: std::process::Child,

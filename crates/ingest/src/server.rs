@@ -226,6 +226,14 @@ impl IngestServer {
         Ok(())
     }
 
+    /// Stops accepting and closes every connection with `ShuttingDown`, without waiting.
+    pub fn close(&self) {
+        self.endpoint.close(
+            VarInt::from_u32(CloseCode::ShuttingDown as u32),
+            b"server shutting down",
+        );
+    }
+
     /// Stops accepting, closes every connection with `ShuttingDown`, and waits briefly for
     /// the close to reach the devices.
     pub async fn shutdown(&self) {

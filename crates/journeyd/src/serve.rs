@@ -104,21 +104,31 @@ impl Server {
         let Self {
             store,
             writer,
-            ingest,
             config,
+            ..
         } = self;
-        drop(ingest);
         let _ = std::fs::remove_file(config.ready_path());
-        tokio::task::spawn_blocking(move || {
-            writer.shutdown();
-            if let Err(e) = store.flush() {
-                tracing::warn!(error = %e, "flushing the store at shutdown");
-            }
-        })
-        .await
-        .ok();
+        tokio::task::spawn_blocking(move || close_store(&writer, &store))
+            .await
+            .ok();
         tracing::info!("journeyd stopped");
     }
+
+    /// The same, without waiting for devices to hear the close: for drops and tests.
+    pub fn stop_now(&self) {
+        self.ingest.close();
+        close_store(&self.writer, &self.store);
+    }
+}
+
+/// Writes what is queued, flushes memtables, and stops RocksDB's background work so that the
+/// process can exit cleanly.
+fn close_store(writer: &Writer, store: &HotStore) {
+    writer.shutdown();
+    if let Err(e) = store.flush() {
+        tracing::warn!(error = %e, "flushing the store at shutdown");
+    }
+    store.stop_background_work();
 }
 
 fn ensure_demo_tenant(config: &JourneydConfig, store: &HotStore, now: i64) -> anyhow::Result<()> {

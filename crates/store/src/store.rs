@@ -293,6 +293,12 @@ impl HotStore {
         Ok(s)
     }
 
+    /// Stops RocksDB's background compactions and flushes, waiting for running ones, so the
+    /// process can exit without racing them. Call last, after the writer has stopped.
+    pub fn stop_background_work(&self) {
+        self.db.cancel_all_background_work(true);
+    }
+
     /// Flushes memtables to SST files (for clean shutdowns and stats).
     pub fn flush(&self) -> Result<(), StoreError> {
         for cf in ALL_CFS {

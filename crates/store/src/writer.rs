@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use journeyd_wire::Position;
 use journeyd_wire::session::Record;
 use rocksdb::WriteBatch;
@@ -80,14 +80,40 @@ pub struct WriterStats {
     pub failed_groups: AtomicU64,
     /// False from a failed write until the next good one: readiness goes red meanwhile.
     pub healthy: AtomicBool,
+    /// Set by [`Writer::shutdown`]: the thread writes what is queued, then ends.
+    stopping: AtomicBool,
 }
 
-/// Handle to the writer thread. Dropping every handle stops the thread after it drains.
+/// Handle to the writer thread. [`Writer::shutdown`] (or dropping every handle) stops the
+/// thread after it has written everything queued.
 #[derive(Debug, Clone)]
 pub struct Writer {
     tx: Sender<WriteRequest>,
     stats: Arc<WriterStats>,
-    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    thread: Arc<WriterThread>,
+}
+
+/// The thread, stopped and joined when the last handle goes.
+#[derive(Debug)]
+struct WriterThread {
+    handle: std::sync::Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<WriterStats>,
+}
+
+impl WriterThread {
+    fn stop(&self) {
+        self.stats.stopping.store(true, Ordering::SeqCst);
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = handle {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl Writer {
@@ -98,6 +124,7 @@ impl Writer {
             ..WriterStats::default()
         });
         let thread_stats = stats.clone();
+        let thread_stats_handle = stats.clone();
         let handle = std::thread::Builder::new()
             .name("journeyd-writer".into())
             .spawn(move || run(&store, &rx, config, &thread_stats))
@@ -105,7 +132,10 @@ impl Writer {
         Self {
             tx,
             stats,
-            thread: Arc::new(std::sync::Mutex::new(Some(handle))),
+            thread: Arc::new(WriterThread {
+                handle: std::sync::Mutex::new(Some(handle)),
+                stats: thread_stats_handle,
+            }),
         }
     }
 
@@ -129,21 +159,23 @@ impl Writer {
         &self.stats
     }
 
-    /// Stops accepting work and waits until everything queued is written. Other clones of this
-    /// handle must be dropped first for the thread to see the end of its queue.
-    pub fn shutdown(self) {
-        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        drop(self.tx);
-        if let Some(t) = thread {
-            let _ = t.join();
-        }
+    /// Writes everything queued, then stops the thread and waits for it, whatever other clones
+    /// of this handle exist. Requests submitted afterwards are handed back.
+    pub fn shutdown(&self) {
+        self.thread.stop();
     }
 }
 
 fn run(store: &HotStore, rx: &Receiver<WriteRequest>, config: WriterConfig, stats: &WriterStats) {
     let mut cache = MetaCache::default();
     let mut group = Vec::with_capacity(config.max_group);
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.recv_timeout(std::time::Duration::from_millis(20)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) if stats.stopping.load(Ordering::SeqCst) => break,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         group.push(first);
         while group.len() < config.max_group {
             match rx.try_recv() {
