@@ -1,6 +1,11 @@
 //! The field cases of shared/cases/CASES.md that belong to ingest, each a test named after its
 //! id. Real QUIC on loopback, real RocksDB, the real device SDK.
 
+#![allow(
+    clippy::print_stderr,
+    reason = "tests say what they skipped or measured"
+)]
+
 mod support;
 
 use std::time::Duration;

@@ -1,5 +1,10 @@
 //! kill -9 of the real server binary in the middle of an upload (case F36).
 
+#![allow(
+    clippy::print_stderr,
+    reason = "tests say what they skipped or measured"
+)]
+
 mod support;
 
 use std::time::Duration;
@@ -127,4 +132,80 @@ async fn restart_after_kill_serves_again_quickly() {
     d.record(1, &[Position::new(now_us() - MINUTE, 1.0, 1.0)])
         .unwrap();
     assert_eq!(d.flush().await.unwrap().stored, 1);
+}
+
+#[test]
+fn f36_kill_mid_replay_of_real_tracks() {
+    let Some(tracks) = shared_tracks() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path());
+    let (_, expected) = expected_positions(&tracks);
+
+    let replay = std::process::Command::new(binary())
+        .args(["--log", "error", "--config"])
+        .arg(&server.config_path)
+        .args([
+            "replay",
+            "--json",
+            "--batch",
+            "50",
+            "--concurrency",
+            "2",
+            "--timeout",
+            "3s",
+        ])
+        .arg(&tracks)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let hot = server.data_dir.join("hot");
+    let started = std::time::Instant::now();
+    loop {
+        let stored = HotStore::open_read_only(&hot)
+            .ok()
+            .and_then(|s| s.stats().ok())
+            .map_or(0, |s| s.positions);
+        if stored > expected / 4 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "replay made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill9();
+    let out = replay.wait_with_output().unwrap();
+    let first: journeyd::replay::ReplaySummary = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        first.files_failed > 0 && first.stored < expected,
+        "the kill came mid-replay: {}",
+        first.render()
+    );
+
+    // Restart and finish: the devices resend what was not acked; nothing is stored twice.
+    let server = ChildServer::start(dir.path());
+    let second: journeyd::replay::ReplaySummary =
+        serde_json::from_str(&server.command(&["replay", "--json", tracks.to_str().unwrap()]))
+            .unwrap();
+    assert_eq!(second.files_failed, 0, "{}", second.render());
+    let stats: serde_json::Value =
+        serde_json::from_str(&server.command(&["stats", "--json"])).unwrap();
+    assert_eq!(
+        stats["positions"].as_u64(),
+        Some(expected),
+        "every position present, none twice"
+    );
+    drop(server);
+    let store = HotStore::open_read_only(&hot).unwrap();
+    for d in store.devices(None).unwrap() {
+        let all = store.device_positions(d.tenant, d.id).unwrap();
+        assert!(
+            all.windows(2).all(|w| w[0].fix_time_us < w[1].fix_time_us),
+            "device {} holds a fix twice",
+            d.name
+        );
+    }
 }

@@ -1,39 +1,15 @@
 //! Every real track of ../shared/data/tracks through the real binary, twice.
 
-mod support;
+#![allow(
+    clippy::print_stderr,
+    reason = "tests say what they skipped or measured"
+)]
 
-use std::collections::HashSet;
+mod support;
 
 use journeyd::replay::ReplaySummary;
 use journeyd_store::HotStore;
-use journeyd_wire::{ValidationRules, Verdict};
 use support::*;
-
-/// What the store must hold, counted here from the parsers' output and the documented rules:
-/// per track (one device each), the distinct fix times of the positions the rules keep.
-fn expected_positions(tracks_dir: &std::path::Path) -> (u64, u64) {
-    let rules = ValidationRules::default();
-    let now = now_us();
-    let (mut parsed, mut expected) = (0u64, 0u64);
-    for file in journeyd::replay::collect_files(&[tracks_dir.to_owned()]) {
-        let Ok(read) = journeyd_import::read_file(&file) else {
-            continue;
-        };
-        for track in &read.tracks {
-            let mut times = HashSet::new();
-            for fix in &track.fixes {
-                let Some(t) = fix.fix_time_us else { continue };
-                parsed += 1;
-                let mut p = journeyd::replay::to_position(fix, t);
-                if let Verdict::Keep(_) = rules.check(&mut p, now) {
-                    times.insert(p.fix_time_us);
-                }
-            }
-            expected += times.len() as u64;
-        }
-    }
-    (parsed, expected)
-}
 
 #[test]
 fn replay_every_real_track_twice() {

@@ -1,7 +1,12 @@
 //! Shared pieces of the end-to-end tests: servers (in-process or the real binary), devices,
 //! and a raw protocol client for the cases the SDK would hide.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses a part of the support"
+)]
+#![allow(clippy::print_stderr, reason = "a skipped test says why")]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,8 +30,10 @@ pub fn now_us() -> i64 {
 
 /// A config for tests: a temp data folder, loopback, a free port.
 pub fn test_config(dir: &Path) -> JourneydConfig {
-    let mut c = JourneydConfig::default();
-    c.data_dir = dir.join("data");
+    let mut c = JourneydConfig {
+        data_dir: dir.join("data"),
+        ..JourneydConfig::default()
+    };
     c.ingest.listen = "127.0.0.1:0".parse().unwrap();
     c
 }
@@ -151,6 +158,10 @@ impl ChildServer {
         .unwrap();
         let ready_path = data_dir.join("ready.json");
         let _ = std::fs::remove_file(&ready_path);
+        #[expect(
+            clippy::zombie_processes,
+            reason = "Drop kills and waits for the child"
+        )]
         let child = std::process::Command::new(binary())
             .args(["--log", "warn", "serve", "--config"])
             .arg(&config_path)
@@ -318,4 +329,30 @@ pub fn shared_tracks() -> Option<PathBuf> {
         );
         None
     }
+}
+
+/// What the store must hold, counted here from the parsers' output and the documented rules:
+/// per track (one device each), the distinct fix times of the positions the rules keep.
+pub fn expected_positions(tracks_dir: &Path) -> (u64, u64) {
+    let rules = journeyd_wire::ValidationRules::default();
+    let now = now_us();
+    let (mut parsed, mut expected) = (0u64, 0u64);
+    for file in journeyd::replay::collect_files(&[tracks_dir.to_owned()]) {
+        let Ok(read) = journeyd_import::read_file(&file) else {
+            continue;
+        };
+        for track in &read.tracks {
+            let mut times = std::collections::HashSet::new();
+            for fix in &track.fixes {
+                let Some(t) = fix.fix_time_us else { continue };
+                parsed += 1;
+                let mut p = journeyd::replay::to_position(fix, t);
+                if let journeyd_wire::Verdict::Keep(_) = rules.check(&mut p, now) {
+                    times.insert(p.fix_time_us);
+                }
+            }
+            expected += times.len() as u64;
+        }
+    }
+    (parsed, expected)
 }

@@ -340,7 +340,13 @@ impl Device {
             }
             if self.live.is_none() {
                 attempts += 1;
-                match self.connect(&mut report).await {
+                let connect = tokio::time::timeout_at(deadline, self.connect(&mut report)).await;
+                let connect = connect.unwrap_or_else(|_| {
+                    Err(DeviceError::Protocol(
+                        "no handshake before the flush deadline".into(),
+                    ))
+                });
+                match connect {
                     Ok(live) => {
                         self.live = Some(live);
                         backoff = self.config.backoff.0;

@@ -7,15 +7,17 @@
 //!
 //! | role | names |
 //! | --- | --- |
-//! | latitude / longitude | `lat`, `latitude`, `LAT`, ... / `lon`, `lng`, `long`, `longitude`, ...; `y`/`x` as a pair |
+//! | latitude | `lat`, `latitude`, `LAT`, ...; `y` with `x` |
+//! | longitude | `lon`, `lng`, `long`, `longitude`, ...; `x` with `y` |
 //! | hemisphere | `N/S`, `E/W` |
-//! | time | `time`, `timestamp`, `datetime`, `BaseDateTime`, `RecordedAtTime`, `utc`, `tracked_at`, ...; or `date` + `time` |
+//! | time | `time`, `timestamp`, `datetime`, `BaseDateTime`, `RecordedAtTime`, `utc`, ... |
+//! | date + time | `date` and `time`, `Lcl Date` and `Lcl Time`, ... |
 //! | UTC offset | `UTCOfst`, `utc_offset`, `tz`, ... (for naive local times) |
 //! | altitude | `altitude`, `alt`, `ele`, `elevation`, `height`, `AltMSL`, `AltGPS`, ... |
 //! | speed | `speed`, `SOG` (knots), `GndSpd`, `speed_kmh` (km/h), ... |
 //! | heading | `heading`, `hdg`, `bearing`, `course`, `COG`, `TRK`, ... |
 //! | accuracy | `accuracy`, `hacc`, ...; else `hdop` × [`crate::HDOP_TO_METRES`] |
-//! | vehicle | `MMSI`, `VehicleRef`, `vehicle_id`, `vehicle`, `device_id`, `device`, `imei`, ...; a bare `id` only when its values repeat |
+//! | vehicle | `MMSI`, `VehicleRef`, `vehicle_id`, `device`, `imei`, ...; `id` if values repeat |
 
 /// A column and the unit its header or the units row gives, if any.
 #[derive(Clone, Debug, PartialEq)]

@@ -91,7 +91,7 @@ pub(crate) fn read(src: &Source<'_>, bytes: &[u8]) -> ReadResult {
         let line = header.line + record.position().map_or(0, |p| p.line() as usize);
         let mut row = Row {
             record: &record,
-            location: format!("line {line}"),
+            line,
             warnings: &mut warnings,
         };
         match row.fix(cols) {
@@ -188,7 +188,8 @@ enum RowFix {
 /// One data row being read.
 struct Row<'a> {
     record: &'a StringRecord,
-    location: String,
+    /// 1-based line number, for warnings.
+    line: usize,
     warnings: &'a mut Warnings,
 }
 
@@ -198,7 +199,7 @@ impl Row<'_> {
     }
 
     fn warn(&mut self, message: String) {
-        self.warnings.push(self.location.clone(), message);
+        self.warnings.push(format!("line {}", self.line), message);
     }
 
     fn fix(&mut self, cols: &Columns) -> RowFix {

@@ -75,6 +75,16 @@ impl ImportError {
     }
 }
 
+/// `text` with its first letter lower-case: messages of the parser crates start capitalised,
+/// this crate's do not.
+pub(crate) fn lower_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// Warnings of one file, capped at [`MAX_WARNINGS`] so that a file of a million bad lines does
 /// not make a million warnings.
 #[derive(Debug, Default)]

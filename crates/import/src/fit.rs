@@ -13,14 +13,20 @@
 //! - a file that ends inside a message (truncated) keeps what came before, with a warning;
 //! - damage in the middle of a file: the reader looks for the next place where messages frame
 //!   cleanly again (see `fit_resync.rs`) and carries on from there with a warning, so that one bad
-//!   byte does not cost the rest of the ride; it gives up after a few attempts;
+//!   byte does not cost the rest of the ride; it gives up after [`MAX_RESYNCS`] restarts, or when
+//!   nothing frames within 1 MiB of the damage. Messages misframed before the damage showed and
+//!   that happened to frame without an error (a record one byte short, in one phone app's files)
+//!   are decoded as their bytes say: they carry impossible values (years like 2061, latitudes
+//!   beyond 90) that the server's plausibility rules reject;
 //! - a file with nothing readable at all is an error naming the byte offset and the reason;
 //! - times below 0x10000000 are device-relative ("seconds since power on", e.g. action cameras):
 //!   they are converted through the file's `timestamp_correlation` message, or left `None` with a
 //!   warning when the file has none;
-//! - fitparser is wrapped in `catch_unwind`: a panic on hostile input becomes
-//!   [`ImportError::ParserPanic`]. Headers are checked before they are handed to fitparser,
-//!   which avoids the panics known in its header code.
+//! - fitparser must not take the process down on hostile input: file headers and definitions
+//!   are checked before they are handed to it (which avoids the panics known in its header
+//!   code), each call into it runs under `catch_unwind` and a panic there counts as damage at
+//!   that message (the positions read before it are kept), and the whole read runs under
+//!   `catch_unwind` too, as a last resort that gives [`ImportError::ParserPanic`].
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -28,8 +34,8 @@ use fitparser::de::{DecodeOption, FitObject, FitStreamProcessor};
 use fitparser::profile::MesgNum;
 use fitparser::{ErrorKind, FitDataRecord, Value};
 
-use crate::error::Warnings;
-use crate::fit_resync::{self, Framing};
+use crate::error::{Warnings, lower_first};
+use crate::fit_resync::{self, Framing, guarded};
 use crate::values::{MICROS, finite_f32};
 use crate::{Fix, Format, ImportError, ReadResult, Source, Track};
 
@@ -37,8 +43,9 @@ use crate::{Fix, Format, ImportError, ReadResult, Source, Track};
 const FIT_EPOCH_SECS: i64 = 631_065_600;
 /// FIT date_time values below this are device-relative seconds, not dates.
 const RELATIVE_BELOW: i64 = 0x1000_0000;
-/// Resynchronisations tried per file before giving up on the rest.
-const MAX_RESYNCS: usize = 16;
+/// Resynchronisations per file before giving up on the rest (each costs a scan of at most
+/// 1 MiB, mostly a cheap walk through message lengths).
+const MAX_RESYNCS: usize = 64;
 
 pub(crate) fn read(src: &Source<'_>, bytes: &[u8]) -> ReadResult {
     match catch_unwind(AssertUnwindSafe(|| read_all(src, bytes))) {
@@ -199,6 +206,8 @@ fn run(
         // definition read from misframed bytes would spoil every later message).
         let problem = if framing.expects_header() {
             fit_resync::header_problem(&seg.buf[start..])
+        } else if framing.past_data_end(at) {
+            Some("a message runs past the end of the data section".to_string())
         } else if seg.buf[start] & 0xc0 == 0x40 && !framing.at_crc(at) {
             fit_resync::definition_problem(&seg.buf[start..])
         } else {
@@ -211,7 +220,15 @@ fn run(
                 eof: false,
             };
         }
-        let (rest_len, object) = match processor.deserialize_next(&seg.buf[start..]) {
+        let parsed = guarded(|| processor.deserialize_next(&seg.buf[start..]));
+        let Some(parsed) = parsed else {
+            return End::Damaged {
+                at,
+                message: "fitparser panicked on this message".to_string(),
+                eof: false,
+            };
+        };
+        let (rest_len, object) = match parsed {
             Ok((rest, object)) => (rest.len(), object),
             Err(error) => match *error {
                 ErrorKind::InvalidCrc((rest, object, stored, computed)) => {
@@ -247,7 +264,15 @@ fn run(
             FitObject::DefinitionMessage(_) => framing.on_definition(genuine, at, raw),
             FitObject::DataMessage(message) => {
                 framing.on_data(at);
-                match processor.decode_message(message) {
+                let decoded = guarded(|| processor.decode_message(message));
+                let Some(decoded) = decoded else {
+                    return End::Damaged {
+                        at,
+                        message: "fitparser panicked decoding this message".to_string(),
+                        eof: false,
+                    };
+                };
+                match decoded {
                     Ok(record) => {
                         let kind = record.kind();
                         if genuine
@@ -376,11 +401,7 @@ fn describe(error: &ErrorKind) -> String {
         Some(cut) => &text[..cut],
         None => &text,
     };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
+    lower_first(text)
 }
 
 /// A field value as a finite number.

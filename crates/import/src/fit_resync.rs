@@ -9,10 +9,11 @@
 //! definition messages and of the developer-field messages, and the offsets of the last few
 //! messages. A definition that cannot be genuine ([`definition_problem`]) counts as damage at
 //! once, before it can spoil later messages. After damage, [`find`] tries the byte offsets from
-//! just after the oldest of those recent messages onwards; at each offset whose first byte could
-//! be a message header it replays the definitions into a fresh parser followed by the bytes from
-//! that offset, and accepts the offset when the parse runs cleanly through the damage and
-//! [`CLEAN_RUN`] messages past it (or to the clean end of the data section).
+//! just after the oldest of those recent messages onwards (up to [`MAX_SCAN`] bytes): a cheap walk
+//! through message lengths first, then, where that frames, a real parse that replays the
+//! definitions into a fresh fitparser followed by the bytes from that offset. It accepts the
+//! first offset whose messages run cleanly through the damage and [`CLEAN_RUN`] messages past
+//! it (or to the exact end of the data section).
 //! [`restart_buffer`] then builds the buffer to go on reading from: a made-up 12-byte header,
 //! the replayed messages, and the rest of the file. The reader drops the positions it had read
 //! from messages that overlap the restart point: they were misframed.
@@ -22,16 +23,15 @@
 //! this, so they are not treated specially.
 
 use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use fitparser::de::FitFileHeader;
 use fitparser::de::{DecodeOption, FitObject, FitStreamProcessor};
 
 /// Messages that must frame cleanly in a row for an offset to count as a boundary.
 const CLEAN_RUN: usize = 32;
-/// Bytes tried after the damage before giving up.
-const MAX_SCAN: usize = 64 * 1024;
-/// Bytes handed to a trial parse past the damage.
-const WINDOW: usize = 16 * 1024;
+/// Bytes searched after the damage before giving up on the rest of the file.
+const MAX_SCAN: usize = 1 << 20;
 /// Messages before the damage that are suspect: misframing often shows only a few messages
 /// after it began.
 const SUSPECT: usize = 8;
@@ -59,6 +59,12 @@ impl Framing {
     /// Between a header and its CRC.
     pub(crate) fn in_data(&self) -> bool {
         self.in_data
+    }
+
+    /// True for an offset beyond the end of the data section while still inside it: the last
+    /// message overran the section.
+    pub(crate) fn past_data_end(&self, at: usize) -> bool {
+        self.in_data && at > self.data_end
     }
 
     /// True at the end of the data section, where the data CRC is.
@@ -101,6 +107,18 @@ impl Framing {
         }
     }
 
+    /// The data message size per local message number, from the current definitions.
+    fn message_sizes(&self) -> [Option<usize>; 16] {
+        let mut sizes = [None; 16];
+        for (size, definition) in sizes.iter_mut().zip(&self.definitions) {
+            *size = definition
+                .as_deref()
+                .and_then(definition_lengths)
+                .map(|(_, s)| s);
+        }
+        sizes
+    }
+
     /// The messages to replay before restarting: developer fields, then current definitions.
     fn replay(&self) -> Vec<u8> {
         let mut out = self.developer.clone();
@@ -109,6 +127,11 @@ impl Framing {
         }
         out
     }
+}
+
+/// Runs a call into fitparser; `None` if it panicked.
+pub(crate) fn guarded<T>(call: impl FnOnce() -> T) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(call)).ok()
 }
 
 fn local_number(header: u8) -> usize {
@@ -164,31 +187,88 @@ pub(crate) fn definition_problem(raw: &[u8]) -> Option<String> {
 /// The first offset from which messages frame cleanly through and past the damage at `at`.
 ///
 /// The search starts just after the oldest of the last few messages that framed, because a
-/// message one byte short is read "successfully" and the damage shows only later. An offset is
-/// accepted when a trial parse from it reaches [`CLEAN_RUN`] messages at or after `at` (or the
-/// clean end of the data section) without an error or an impossible definition; offsets before
-/// the damage that are fine by themselves run into it again and fail.
+/// message one byte short is read "successfully" and the damage shows only later, and goes on
+/// for [`MAX_SCAN`] bytes or to the end of the data section. Each offset is first walked cheaply
+/// through the message lengths the definitions give ([`clean_run_end`]); only an offset that
+/// frames [`CLEAN_RUN`] messages at or after `at` (or reaches the end of the data section
+/// exactly) is then parsed and decoded by fitparser. Offsets before the damage that are fine by
+/// themselves run into it again and fail.
 pub(crate) fn find(bytes: &[u8], framing: &Framing, at: usize) -> Option<usize> {
     let end = framing.data_end.min(bytes.len());
     if !framing.in_data || at >= end {
         return None;
     }
     let replay = framing.replay();
+    let sizes = framing.message_sizes();
     let from = framing.recent.front().map_or(at, |s| s + 1);
     let to = at.saturating_add(MAX_SCAN).min(end);
-    let window_end = at.saturating_add(WINDOW).min(end);
     (from..to).filter(|&s| s != at).find(|&s| {
-        could_start_message(bytes[s], &framing.definitions) && {
-            let window_end = window_end.max((s + WINDOW).min(end));
+        clean_run_end(&bytes[..end], s, at, sizes).is_some_and(|run_end| {
             let trial = Trial {
                 replay: &replay,
-                body: &bytes[s..window_end],
-                count_from: at.saturating_sub(s),
-                reaches_end: window_end == framing.data_end,
+                body: &bytes[s..run_end],
             };
             trial.frames_cleanly()
-        }
+        })
     })
+}
+
+/// Where a run of messages from `start` ends once [`CLEAN_RUN`] of them started at or after
+/// `count_from`, or at the exact end of `data`; `None` if a header is impossible or a message
+/// overruns the data. Uses only header bytes and message lengths: cheap enough for every
+/// offset of a file.
+fn clean_run_end(
+    data: &[u8],
+    start: usize,
+    count_from: usize,
+    mut sizes: [Option<usize>; 16],
+) -> Option<usize> {
+    let (mut pos, mut clean) = (start, 0);
+    while clean < CLEAN_RUN {
+        if pos == data.len() {
+            return Some(pos);
+        }
+        let header = *data.get(pos)?;
+        let length = if header & 0x80 != 0 {
+            1 + sizes[local_number(header)]?
+        } else if header & 0x40 != 0 {
+            let message = &data[pos..];
+            if header & 0x10 != 0 || definition_problem(message).is_some() {
+                return None;
+            }
+            let (length, size) = definition_lengths(message)?;
+            sizes[local_number(header)] = Some(size);
+            length
+        } else if header & 0x30 == 0 {
+            1 + sizes[local_number(header)]?
+        } else {
+            return None;
+        };
+        clean += usize::from(pos >= count_from);
+        pos += length;
+        if pos > data.len() {
+            return None;
+        }
+    }
+    Some(pos)
+}
+
+/// The length of a definition message and the size of the data messages it defines.
+fn definition_lengths(raw: &[u8]) -> Option<(usize, usize)> {
+    let count = usize::from(*raw.get(5)?);
+    let fields = raw.get(6..6 + 3 * count)?;
+    let mut length = 6 + 3 * count;
+    let mut size: usize = fields.chunks_exact(3).map(|f| usize::from(f[1])).sum();
+    if raw[0] & 0x20 != 0 {
+        let developer_count = usize::from(*raw.get(length)?);
+        let developer = raw.get(length + 1..length + 1 + 3 * developer_count)?;
+        size += developer
+            .chunks_exact(3)
+            .map(|f| usize::from(f[1]))
+            .sum::<usize>();
+        length += 1 + 3 * developer_count;
+    }
+    Some((length, size))
 }
 
 /// Stricter than fitparser, for trial parses only: reserved header bits clear, and a
@@ -201,60 +281,44 @@ fn plausible_message(bytes: &[u8]) -> bool {
     }
 }
 
-/// Cheap test of a byte as a message header, before a trial parse.
-fn could_start_message(header: u8, definitions: &[Option<Vec<u8>>; 16]) -> bool {
-    if header & 0x80 != 0 {
-        definitions[local_number(header)].is_some()
-    } else if header & 0x40 != 0 {
-        header & 0x10 == 0
-    } else {
-        header & 0x30 == 0 && definitions[local_number(header)].is_some()
-    }
-}
-
-/// A trial parse of `body` after the replayed definitions.
+/// A trial parse by fitparser of `body` (which [`clean_run_end`] found to frame) after the
+/// replayed definitions: every message must parse and decode.
 struct Trial<'a> {
     replay: &'a [u8],
     body: &'a [u8],
-    /// Messages starting this many bytes into `body` or later count towards [`CLEAN_RUN`].
-    count_from: usize,
-    /// `body` ends where the data section ends.
-    reaches_end: bool,
 }
 
 impl Trial<'_> {
     fn frames_cleanly(&self) -> bool {
         let mut buf = synthetic_header(self.replay.len() + self.body.len());
         buf.extend_from_slice(self.replay);
-        let body_start = buf.len();
-        let count_from = body_start + self.count_from;
         buf.extend_from_slice(self.body);
         buf.extend_from_slice(&[0, 0]);
         let mut processor = FitStreamProcessor::new();
         processor.add_option(DecodeOption::SkipDataCrcValidation);
-        let (mut pos, mut clean) = (0, 0);
+        let mut pos = 0;
         while pos < buf.len() {
             let start = pos;
+            if start + 2 > buf.len() {
+                // Past the data section: fitparser framed differently from the walk.
+                return false;
+            }
             if start > 0 && start + 2 < buf.len() && !plausible_message(&buf[start..]) {
                 return false;
             }
-            let Ok((rest, object)) = processor.deserialize_next(&buf[start..]) else {
+            let Some(Ok((rest, object))) = guarded(|| processor.deserialize_next(&buf[start..]))
+            else {
                 return false;
             };
             pos = buf.len() - rest.len();
             match object {
-                FitObject::Crc(_) => return self.reaches_end,
+                FitObject::Crc(_) => return true,
                 FitObject::DataMessage(message) => {
-                    if processor.decode_message(message).is_err() {
+                    if guarded(|| processor.decode_message(message)).is_none_or(|r| r.is_err()) {
                         return false;
                     }
                 }
-                FitObject::DefinitionMessage(_) => {}
-                FitObject::Header(_) => continue,
-            }
-            clean += usize::from(start >= count_from);
-            if clean >= CLEAN_RUN {
-                return true;
+                FitObject::DefinitionMessage(_) | FitObject::Header(_) => {}
             }
         }
         false
@@ -313,14 +377,18 @@ mod tests {
     }
 
     #[test]
-    fn header_bytes_classify() {
-        let mut defs: [Option<Vec<u8>>; 16] = Default::default();
-        defs[1] = Some(vec![0x41]);
-        assert!(could_start_message(0x01, &defs));
-        assert!(!could_start_message(0x02, &defs));
-        assert!(could_start_message(0x45, &defs));
-        assert!(could_start_message(0xa0, &defs)); // compressed, local 1
-        assert!(!could_start_message(0xc0, &defs)); // compressed, local 2
-        assert!(!could_start_message(0x21, &defs)); // reserved bit set
+    fn cheap_framing_walk() {
+        let mut sizes = [None; 16];
+        sizes[1] = Some(2);
+        // Three data messages of local 1 and a compressed one, then the end of the data.
+        let data = [0x01, 9, 9, 0x01, 9, 9, 0xa0, 9, 9, 0x01, 9, 9];
+        assert_eq!(clean_run_end(&data, 0, 0, sizes), Some(12));
+        assert_eq!(clean_run_end(&data, 1, 0, sizes), None);
+        // A definition of local 2 (one 4-byte field) and a message that uses it.
+        let data = [0x42, 0, 0, 20, 0, 1, 253, 4, 0x86, 0x02, 1, 2, 3, 4];
+        assert_eq!(clean_run_end(&data, 0, 0, [None; 16]), Some(14));
+        // Reserved bits set; a message running past the end.
+        assert_eq!(clean_run_end(&[0x21, 9, 9], 0, 0, sizes), None);
+        assert_eq!(clean_run_end(&[0x01, 9], 0, 0, sizes), None);
     }
 }

@@ -14,7 +14,7 @@
 
 use geojson::{Feature, GeoJson, GeometryValue, JsonObject, JsonValue, Position};
 
-use crate::error::Warnings;
+use crate::error::{Warnings, lower_first};
 use crate::values::{epoch_to_micros, finite_f32, parse_time};
 use crate::{Fix, Format, ReadResult, Source, Track};
 
@@ -35,7 +35,7 @@ pub(crate) fn read(src: &Source<'_>, bytes: &[u8]) -> ReadResult {
             }
             _ => "file".to_string(),
         };
-        src.malformed(Format::GeoJson, location, e.to_string().to_lowercase())
+        src.malformed(Format::GeoJson, location, lower_first(&e.to_string()))
     })?;
     let features = match doc {
         GeoJson::FeatureCollection(collection) => collection.features,

@@ -11,7 +11,7 @@ use time::format_description::well_known::Iso8601;
 use time::{OffsetDateTime, PrimitiveDateTime};
 use xml::reader::{ParserConfig, XmlEvent};
 
-use crate::error::Warnings;
+use crate::error::{Warnings, lower_first};
 use crate::values::{finite_f32, hdop_to_accuracy, parse_number, parse_time};
 use crate::{Fix, Format, ImportError, Source};
 
@@ -50,7 +50,7 @@ pub(crate) fn read(
     loop {
         let event = reader.next().map_err(|e| {
             let row = xml::common::Position::position(&e).row + 1;
-            src.malformed(Format::Gpx, format!("line {row}"), e.msg().to_string())
+            src.malformed(Format::Gpx, format!("line {row}"), lower_first(e.msg()))
         })?;
         let line = xml::common::Position::position(&reader).row + 1;
         match event {

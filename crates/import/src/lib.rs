@@ -1,11 +1,11 @@
 //! Reads recorded GPS tracks (GPX, FIT, NMEA 0183, CSV, GeoJSON) into plain fixes.
 //!
 //! This crate does no network I/O and knows nothing of the wire protocol or the store: it turns
-//! files into [`Track`]s of [`Fix`]es. Deciding what is plausible is the server's job (journeyd-wire's
-//! validation rules); this crate reports what a file says, passes odd values through as read (a
-//! latitude of 91, a 1901 placeholder time, a GPS week-rollover date) and says what it could not
-//! read: a value that cannot be parsed never becomes NaN, it becomes a [`Warning`] and the record
-//! is skipped or the optional field is `None`.
+//! files into [`Track`]s of [`Fix`]es. Deciding what is plausible is the server's job (the
+//! validation rules of journeyd-wire); this crate reports what a file says, passes odd values
+//! through as read (a latitude of 91, a 1901 placeholder time, a GPS week-rollover date) and says
+//! what it could not read: a value that cannot be parsed never becomes NaN, it becomes a
+//! [`Warning`] and the record is skipped or the optional field is `None`.
 //!
 //! # Map
 //!
@@ -14,8 +14,8 @@
 //! | `lib.rs` | the public types, [`read_file`], [`read_bytes`], format detection |
 //! | `error.rs` | [`ImportError`], and the capped warning list every reader fills |
 //! | `values.rs` | numbers with units, times in the many shapes files write them |
-//! | `gpx.rs`, `gpx_lenient.rs` | GPX 1.0/1.1 through the gpx crate, and a lenient reader for files it refuses |
-//! | `fit.rs`, `fit_resync.rs` | FIT through fitparser, chained files, damage and resynchronisation |
+//! | `gpx.rs`, `gpx_lenient.rs` | GPX through the gpx crate; a lenient reader for what it refuses |
+//! | `fit.rs`, `fit_resync.rs` | FIT through fitparser; chained files, damage, resynchronisation |
 //! | `nmea.rs` | NMEA 0183 logs: sentence merging by time of day, dates from RMC/ZDA |
 //! | `csv.rs`, `columns.rs`, `plt.rs` | delimited text with guessed columns; OziExplorer `.plt` |
 //! | `geojson.rs` | GeoJSON geometries, features and collections |
@@ -28,8 +28,8 @@
 //! - A file that is readable but holds no positions gives `Ok` with no tracks and a warning; a file
 //!   that cannot be read at all gives an [`ImportError`] naming the file and, where it applies, the
 //!   line, record or byte offset.
-//! - No input makes a reader panic; the FIT reader, which wraps a parser of binary input, also
-//!   turns an unexpected panic of that parser into an error.
+//! - No input makes a reader panic. The FIT reader, which wraps a parser of binary input, also
+//!   catches an unexpected panic of that parser: it counts as damage at that message.
 
 mod columns;
 mod csv;
@@ -98,7 +98,8 @@ pub struct FileTracks {
     pub path: PathBuf,
     pub format: Format,
     pub tracks: Vec<Track>,
-    /// Records skipped or fields left empty, and why; at most [`MAX_WARNINGS`] + 1 entries.
+    /// Records skipped or fields left empty, and why: at most [`MAX_WARNINGS`], then one that
+    /// counts the rest, and one more when the file has no positions at all.
     pub warnings: Vec<Warning>,
 }
 
@@ -188,16 +189,19 @@ fn read_named(path: &Path, bytes: &[u8]) -> Result<FileTracks, ImportError> {
         Format::Csv => csv::read(&ctx, bytes)?,
         Format::GeoJson => geojson::read(&ctx, bytes)?,
     };
-    let mut warnings = warnings;
     let tracks: Vec<Track> = tracks.into_iter().filter(|t| !t.fixes.is_empty()).collect();
+    let mut warnings = warnings.into_vec();
     if tracks.is_empty() {
-        warnings.push("file", format!("no positions in this {format} file"));
+        warnings.push(Warning {
+            location: "file".to_string(),
+            message: format!("no positions in this {format} file"),
+        });
     }
     Ok(FileTracks {
         path: path.to_path_buf(),
         format,
         tracks,
-        warnings: warnings.into_vec(),
+        warnings,
     })
 }
 

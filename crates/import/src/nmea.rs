@@ -9,6 +9,7 @@
 //! Quirks handled:
 //! - a line may hold several sentences run together, or garbage before the `$` (cold boots,
 //!   serial line noise); each `$` starts a candidate, text after the checksum is dropped;
+//!   comment lines (`#`) and encapsulated sentences (`!AIVDM`) are passed over;
 //! - a sentence of a kind read here with a bad checksum, or one that does not parse, is skipped
 //!   with a warning; other kinds (GSV, GSA, proprietary `$P...`) are passed over quietly;
 //! - GGA without fix quality, GNS without a fix mode, void RMC (`V`) and GLL give no position;
@@ -84,9 +85,14 @@ pub(crate) fn read(src: &Source<'_>, bytes: &[u8]) -> ReadResult {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let location = format!("line {}", index + 1);
+        if line.starts_with('!') {
+            // Encapsulated sentences (AIS !AIVDM): NMEA, but no own position.
+            sentences += 1;
+            continue;
+        }
+        let location = || format!("line {}", index + 1);
         let Some(first) = line.find('$') else {
-            warnings.push(location, "not an nmea sentence; ignored");
+            warnings.push(location(), "not an nmea sentence; ignored");
             continue;
         };
         for piece in line[first..].split('$').skip(1) {
@@ -123,7 +129,7 @@ pub(crate) fn read(src: &Source<'_>, bytes: &[u8]) -> ReadResult {
                     format!("{address} sentence the nmea crate cannot read ({other}); skipped")
                 }
             };
-            warnings.push(location.clone(), note);
+            warnings.push(location(), note);
         }
     }
     if sentences == 0 {

@@ -108,6 +108,10 @@ struct ReplayArgs {
     concurrency: usize,
     #[arg(long, default_value_t = 500)]
     batch: u32,
+    /// How long each device keeps trying to reach the server before its file counts as failed
+    /// (its unacked records stay in the state folder for the next replay).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
     #[arg(long)]
     json: bool,
 }
@@ -268,6 +272,7 @@ fn replay_options(
         journey_gap: args.gap,
         concurrency: args.concurrency,
         batch_positions: args.batch,
+        flush_timeout: args.timeout,
     })
 }
 

@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use journeyd_device::{Device, DeviceConfig, FlushReport, Identity, Outbox};
+use journeyd_device::{Device, DeviceConfig, DeviceError, FlushReport, Identity, Outbox};
 use journeyd_import::{Fix, Track};
 use journeyd_wire::Position;
 use rustls::pki_types::CertificateDer;
@@ -38,6 +39,8 @@ pub struct ReplayOptions {
     pub concurrency: usize,
     /// Positions per batch.
     pub batch_positions: u32,
+    /// How long a device keeps trying to reach the server.
+    pub flush_timeout: Duration,
 }
 
 /// What a replay did, in numbers.
@@ -153,21 +156,25 @@ pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// Replays files; a file that fails is reported and the others go on.
+/// Replays files; a file that fails is reported and the others go on. Once the server has been
+/// unreachable for a device's whole timeout, the files not yet started are reported as not sent
+/// rather than each waiting out its own timeout; their devices resend on the next replay.
 pub async fn replay(paths: &[PathBuf], opts: ReplayOptions) -> ReplaySummary {
     let files = collect_files(paths);
+    let server_down = Arc::new(AtomicBool::new(false));
     let opts = Arc::new(opts);
     let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let mut tasks = Vec::new();
     for file in files {
         let opts = opts.clone();
         let permits = permits.clone();
+        let server_down = server_down.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = permits
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
-            replay_file(&file, &opts).await
+            replay_file(&file, &opts, &server_down).await
         }));
     }
     let mut total = ReplaySummary::default();
@@ -183,7 +190,7 @@ pub async fn replay(paths: &[PathBuf], opts: ReplayOptions) -> ReplaySummary {
     total
 }
 
-async fn replay_file(file: &Path, opts: &ReplayOptions) -> ReplaySummary {
+async fn replay_file(file: &Path, opts: &ReplayOptions, server_down: &AtomicBool) -> ReplaySummary {
     let mut summary = ReplaySummary {
         files: 1,
         ..ReplaySummary::default()
@@ -205,7 +212,24 @@ async fn replay_file(file: &Path, opts: &ReplayOptions) -> ReplaySummary {
     };
     for track in &tracks.tracks {
         summary.positions_read += track.fixes.len() as u64;
+        if server_down.load(Ordering::Relaxed) {
+            summary.files_failed = 1;
+            summary.errors.push(FileError {
+                file: name.clone(),
+                error: format!(
+                    "device {}: not sent: the server is unreachable",
+                    track.device
+                ),
+            });
+            continue;
+        }
         if let Err(e) = replay_track(file, track, shift, opts, &mut summary).await {
+            if matches!(
+                e.downcast_ref::<DeviceError>(),
+                Some(DeviceError::Unreachable { .. })
+            ) {
+                server_down.store(true, Ordering::Relaxed);
+            }
             summary.files_failed = 1;
             summary.errors.push(FileError {
                 file: name.clone(),
@@ -319,6 +343,7 @@ async fn replay_track(
     let mut config = DeviceConfig::new(opts.server, opts.trust.clone());
     config.server_name = opts.server_name.clone();
     config.max_batch_positions = opts.batch_positions;
+    config.flush_timeout = opts.flush_timeout;
     let identity = Identity::Enrol {
         code: opts.enrolment_code,
         name: track.device.chars().take(128).collect(),
