@@ -382,12 +382,15 @@ impl Device {
                     last_error = e.to_string();
                     tracing::debug!(error = %e, "connection lost; will resend what is unacked");
                     self.live = None;
-                    if tokio::time::Instant::now() >= deadline {
+                    if tokio::time::Instant::now() + backoff >= deadline {
                         return Err(DeviceError::Unreachable {
                             attempts,
                             last_error,
                         });
                     }
+                    // A server that keeps closing the connection must not be hammered.
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.backoff.1);
                 }
             }
         }
@@ -599,7 +602,7 @@ impl Device {
                 Some(AckStatus::RetryLater) => {
                     report.retries += 1;
                     tokio::time::sleep(Duration::from_millis(
-                        ack.retry_after_ms.clamp(10, 5_000) as u64
+                        ack.retry_after_ms.clamp(10, 60_000) as u64
                     ))
                     .await;
                     queue.push_back(seq);
@@ -611,14 +614,18 @@ impl Device {
                         queue.push_back(new);
                     }
                 }
-                Some(AckStatus::Rejected) | None => {
-                    tracing::warn!(
-                        seq,
-                        status = ack.status,
-                        "record rejected for good; dropping it"
-                    );
+                Some(AckStatus::Rejected) => {
+                    tracing::warn!(seq, "record rejected for good; dropping it");
                     self.outbox.remove(seq)?;
                     report.rejected_records += 1;
+                }
+                None => {
+                    // A status from a newer server: keep the record and try again later rather
+                    // than lose it.
+                    tracing::warn!(seq, status = ack.status, "unknown ack status; will resend");
+                    report.retries += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    queue.push_back(seq);
                 }
             }
         }

@@ -78,26 +78,23 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
     let mut header_buf = [0u8; HEADER_LEN];
     let mut body = AlignedVec::<16>::new();
 
+    // The whole hello (header and body) must arrive within the hello timeout.
+    let hello_deadline = tokio::time::Instant::now() + shared.config.hello_timeout;
     loop {
-        let first = device.is_none();
-        let read = recv.read_exact(&mut header_buf);
-        let read = if first {
-            match tokio::time::timeout(shared.config.hello_timeout, read).await {
-                Ok(r) => r,
-                Err(_) => {
-                    close(
-                        conn,
-                        shared,
-                        &Close {
-                            code: CloseCode::HelloTimeout,
-                            reason: "no hello in time".into(),
-                        },
-                    );
-                    break;
-                }
+        let deadline = device.is_none().then_some(hello_deadline);
+        let read = match within(deadline, recv.read_exact(&mut header_buf)).await {
+            Some(r) => r,
+            None => {
+                close(
+                    conn,
+                    shared,
+                    &Close {
+                        code: CloseCode::HelloTimeout,
+                        reason: "no hello in time".into(),
+                    },
+                );
+                break;
             }
-        } else {
-            read.await
         };
         if read.is_err() {
             break;
@@ -138,8 +135,20 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
         }
         body.clear();
         body.resize(header.body_len as usize, 0);
-        if recv.read_exact(&mut body[..]).await.is_err() {
-            break;
+        match within(deadline, recv.read_exact(&mut body[..])).await {
+            Some(Ok(())) => {}
+            Some(Err(_)) => break,
+            None => {
+                close(
+                    conn,
+                    shared,
+                    &Close {
+                        code: CloseCode::HelloTimeout,
+                        reason: "no hello in time".into(),
+                    },
+                );
+                break;
+            }
         }
         let now = shared.now();
         let event = match session.on_body(&header, &body, now) {
@@ -151,6 +160,9 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
         };
         match event {
             SessionEvent::Nothing => {}
+            SessionEvent::Reply(frame) => {
+                let _ = ack_tx.send(frame);
+            }
             SessionEvent::Authenticate { device_id, secret } => {
                 match shared.store.authenticate(DeviceId(device_id), &secret) {
                     Ok(Ok(record)) => {
@@ -300,13 +312,11 @@ fn submit(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let stats = shared.stats.clone();
-    let (kept, flagged, refusals) = match &record {
-        Record::Batch { validated, .. } => (
-            validated.kept.len() as u64,
-            validated.flagged,
-            validated.refusals.clone(),
-        ),
-        _ => (0, 0, Vec::new()),
+    let (kept, refusals) = match &record {
+        Record::Batch { validated, .. } => {
+            (validated.kept.len() as u64, validated.refusals.clone())
+        }
+        _ => (0, Vec::new()),
     };
     if stats.queued_positions.load(Ordering::Relaxed) + kept > shared.config.max_queued_positions {
         stats.retry_later.fetch_add(1, Ordering::Relaxed);
@@ -342,21 +352,19 @@ fn submit(
                         .fetch_add(o.duplicates as u64, Ordering::Relaxed);
                     reply_stats
                         .positions_flagged
-                        .fetch_add(flagged as u64, Ordering::Relaxed);
+                        .fetch_add(o.flagged as u64, Ordering::Relaxed);
                     for r in &refusals {
                         reply_stats.count_refusal(r.reason);
                     }
-                    session::ack_stored(seq, o.stored, o.duplicates, flagged, &refusals)
+                    session::ack_stored(seq, o.stored, o.duplicates, o.flagged, &refusals)
                 }
             }
+            // Whatever the store's trouble, the device keeps its copy and resends: an error here
+            // is never a reason to lose what a device holds.
             Err(e) => {
                 reply_stats.retry_later.fetch_add(1, Ordering::Relaxed);
-                if e.is_retryable() {
-                    session::ack_retry_later(seq, RETRY_AFTER_MS)
-                } else {
-                    tracing::warn!(seq, error = %e, "record refused for good");
-                    session::ack_rejected(seq)
-                }
+                tracing::debug!(seq, error = %e, "record not stored; asked to retry");
+                session::ack_retry_later(seq, RETRY_AFTER_MS)
             }
         };
         let _ = acks.send(frame);
@@ -378,6 +386,17 @@ fn submit(
             retryable: true,
             message: "writer queue full".into(),
         }));
+    }
+}
+
+/// Runs `fut` to its end, or until `deadline` if there is one (then `None`).
+async fn within<T>(
+    deadline: Option<tokio::time::Instant>,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+        None => Some(fut.await),
     }
 }
 

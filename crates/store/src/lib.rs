@@ -5,7 +5,7 @@
 //! | `chunks` | tenant u32 BE · device u64 BE · journey u64 BE · seq u64 BE | a chunk: one batch's positions ([`chunk`]) |
 //! | `journeys` | tenant · device · journey | [`JourneyMeta`], 64 bytes |
 //! | `seqs` | device u64 BE · seq u64 BE | journey u64 BE: the record with this sequence number is stored |
-//! | `last` | tenant · device | the device's newest usable position, 48 bytes |
+//! | `last` | tenant · device | the device's newest usable position, as a one-position chunk (64 bytes) |
 //! | `devices` | device u64 BE | [`DeviceRecord`] as JSON |
 //! | `tenants` | tenant u32 BE | [`TenantRecord`] as JSON |
 //!

@@ -45,6 +45,8 @@ pub struct WriteOutcome {
     pub stored: u32,
     /// Positions not stored because the journey already held their fix time.
     pub duplicates: u32,
+    /// Positions stored with a quality flag.
+    pub flagged: u32,
     /// The record's sequence number was already stored: nothing was written.
     pub replayed: bool,
 }
@@ -187,7 +189,7 @@ fn run(store: &HotStore, rx: &Receiver<WriteRequest>, config: WriterConfig, stat
         let n = group.len();
         match commit(store, &mut cache, &group) {
             Ok(outcomes) => {
-                let positions: u64 = outcomes.iter().map(|o| o.stored as u64).sum();
+                let positions: u64 = outcomes.iter().flatten().map(|o| o.stored as u64).sum();
                 stats.groups.fetch_add(1, Ordering::Relaxed);
                 stats.records.fetch_add(n as u64, Ordering::Relaxed);
                 stats.positions.fetch_add(positions, Ordering::Relaxed);
@@ -199,7 +201,7 @@ fn run(store: &HotStore, rx: &Receiver<WriteRequest>, config: WriterConfig, stat
                     "group committed"
                 );
                 for (req, outcome) in group.drain(..).zip(outcomes) {
-                    (req.reply)(Ok(outcome));
+                    (req.reply)(outcome);
                 }
             }
             Err(e) => {
@@ -207,10 +209,9 @@ fn run(store: &HotStore, rx: &Receiver<WriteRequest>, config: WriterConfig, stat
                 stats.healthy.store(false, Ordering::Relaxed);
                 tracing::warn!(records = n, error = %e, "group commit failed; nothing of it was acked");
                 let message = e.to_string();
-                let retryable = e.is_retryable();
                 for req in group.drain(..) {
                     (req.reply)(Err(StoreError::WriteFailed {
-                        retryable,
+                        retryable: true,
                         message: message.clone(),
                     }));
                 }
@@ -240,114 +241,191 @@ impl MetaCache {
     }
 }
 
+/// What one request will write, worked out from reads before anything is staged, so that a
+/// request whose reads fail (a corrupt value) fails alone and leaves no trace in the group.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per request"
+)]
+enum Prepared {
+    /// The sequence number is already stored: nothing to write.
+    Replayed,
+    Write {
+        seq_key: [u8; 16],
+        journey: u64,
+        jkey: [u8; 20],
+        meta: JourneyMeta,
+        /// The positions to store (fix times not yet held), sorted by fix time.
+        fresh: Option<Vec<Position>>,
+        /// The device's new last position, when this batch holds a newer usable one.
+        newest: Option<Position>,
+        outcome: WriteOutcome,
+    },
+}
+
+/// Staged state of a group: what earlier requests of the group will write.
+#[derive(Default)]
+struct Staged {
+    metas: HashMap<[u8; 20], JourneyMeta>,
+    last: HashMap<[u8; 12], (i64, Position)>,
+    seqs: HashSet<[u8; 16]>,
+    chunks: Vec<([u8; 20], Vec<i64>)>,
+}
+
+fn prepare(
+    store: &HotStore,
+    cache: &MetaCache,
+    staged: &Staged,
+    req: &WriteRequest,
+) -> Result<Prepared, StoreError> {
+    let seq_key = keys::seq_key(req.device, req.seq);
+    if staged.seqs.contains(&seq_key)
+        || store
+            .db
+            .get_pinned_cf(store.cf(CF_SEQS), seq_key)?
+            .is_some()
+    {
+        return Ok(Prepared::Replayed);
+    }
+    let journey = match &req.record {
+        Record::JourneyStart(m) | Record::JourneyEnd(m) => m.journey,
+        Record::Batch { journey, .. } => *journey,
+    };
+    let jkey = keys::journey_key(req.tenant, req.device, JourneyId(journey));
+    let mut meta = match staged.metas.get(&jkey).or_else(|| cache.metas.get(&jkey)) {
+        Some(m) => *m,
+        None => match store.db.get_pinned_cf(store.cf(CF_JOURNEYS), jkey)? {
+            Some(v) => JourneyMeta::decode(&jkey, &v)?,
+            None => JourneyMeta::default(),
+        },
+    };
+
+    let mut outcome = WriteOutcome::default();
+    let mut fresh = None;
+    let mut newest = None;
+    match &req.record {
+        Record::JourneyStart(m) => {
+            meta.started_us = Some(meta.started_us.map_or(m.at_us, |v| v.min(m.at_us)))
+        }
+        Record::JourneyEnd(m) => {
+            meta.ended_us = Some(meta.ended_us.map_or(m.at_us, |v| v.max(m.at_us)))
+        }
+        Record::Batch { validated, .. } => {
+            let kept = &validated.kept;
+            let positions: Vec<Position> = if kept.iter().any(|p| meta.may_hold(p.fix_time_us)) {
+                let held = held_fix_times(store, &jkey, &staged.chunks)?;
+                kept.iter()
+                    .filter(|p| !held.contains(&p.fix_time_us))
+                    .copied()
+                    .collect()
+            } else {
+                kept.clone()
+            };
+            outcome.duplicates = (kept.len() - positions.len()) as u32;
+            if let (Some(first), Some(last)) = (positions.first(), positions.last()) {
+                let flagged = positions.iter().filter(|p| p.quality != 0).count() as u32;
+                meta.add_batch(
+                    first.fix_time_us,
+                    last.fix_time_us,
+                    positions.len() as u64,
+                    flagged,
+                    req.received_us,
+                );
+                outcome.stored = positions.len() as u32;
+                outcome.flagged = flagged;
+                if let Some(candidate) = positions
+                    .iter()
+                    .rev()
+                    .find(|p| p.quality().is_usable_for_track())
+                {
+                    let dkey = keys::device_prefix(req.tenant, req.device);
+                    if last_fix_time(store, cache, staged, &dkey)?
+                        .is_none_or(|t| candidate.fix_time_us > t)
+                    {
+                        newest = Some(*candidate);
+                    }
+                }
+                fresh = Some(positions);
+            }
+        }
+    }
+    Ok(Prepared::Write {
+        seq_key,
+        journey,
+        jkey,
+        meta,
+        fresh,
+        newest,
+        outcome,
+    })
+}
+
 /// Builds one write batch from a group, writes it synced, and returns each request's outcome.
-/// Changes to the cache are staged and applied only after the write succeeded.
+/// Changes to the cache are applied only after the write succeeded. A failed write fails every
+/// request of the group; a request whose own reads fail fails alone.
 fn commit(
     store: &HotStore,
     cache: &mut MetaCache,
     group: &[WriteRequest],
-) -> Result<Vec<WriteOutcome>, StoreError> {
+) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
     let mut batch = WriteBatch::default();
-    let mut metas: HashMap<[u8; 20], JourneyMeta> = HashMap::new();
-    let mut last: HashMap<[u8; 12], (i64, Position)> = HashMap::new();
-    let mut seqs_in_group: HashSet<[u8; 16]> = HashSet::new();
-    let mut pending_chunks: Vec<([u8; 20], Vec<i64>)> = Vec::new();
+    let mut staged = Staged::default();
     let mut outcomes = Vec::with_capacity(group.len());
     let mut buf = Vec::new();
 
     for req in group {
-        let seq_key = keys::seq_key(req.device, req.seq);
-        if !seqs_in_group.insert(seq_key)
-            || store
-                .db
-                .get_pinned_cf(store.cf(CF_SEQS), seq_key)?
-                .is_some()
-        {
-            outcomes.push(WriteOutcome {
-                replayed: true,
-                ..WriteOutcome::default()
-            });
-            continue;
+        let (seq_key, journey, jkey, meta, fresh, newest, outcome) = match prepare(
+            store, cache, &staged, req,
+        ) {
+            Ok(Prepared::Replayed) => {
+                outcomes.push(Ok(WriteOutcome {
+                    replayed: true,
+                    ..WriteOutcome::default()
+                }));
+                continue;
+            }
+            Ok(Prepared::Write {
+                seq_key,
+                journey,
+                jkey,
+                meta,
+                fresh,
+                newest,
+                outcome,
+            }) => (seq_key, journey, jkey, meta, fresh, newest, outcome),
+            Err(e) => {
+                tracing::error!(device = req.device.0, seq = req.seq.0, error = %e, "cannot store a record; the device will resend it");
+                outcomes.push(Err(e));
+                continue;
+            }
+        };
+        if let Some(positions) = fresh {
+            chunk::encode(&positions, req.received_us, &mut buf);
+            batch.put_cf(
+                store.cf(CF_CHUNKS),
+                keys::chunk_key(req.tenant, req.device, JourneyId(journey), req.seq),
+                &buf,
+            );
+            staged
+                .chunks
+                .push((jkey, positions.iter().map(|p| p.fix_time_us).collect()));
         }
-        let journey = match &req.record {
-            Record::JourneyStart(m) | Record::JourneyEnd(m) => m.journey,
-            Record::Batch { journey, .. } => *journey,
-        };
-        let jkey = keys::journey_key(req.tenant, req.device, JourneyId(journey));
-        let mut meta = match metas.get(&jkey).or_else(|| cache.metas.get(&jkey)) {
-            Some(m) => *m,
-            None => match store.db.get_pinned_cf(store.cf(CF_JOURNEYS), jkey)? {
-                Some(v) => JourneyMeta::decode(&jkey, &v)?,
-                None => JourneyMeta::default(),
-            },
-        };
-
-        let mut outcome = WriteOutcome::default();
-        match &req.record {
-            Record::JourneyStart(m) => {
-                meta.started_us = Some(meta.started_us.map_or(m.at_us, |v| v.min(m.at_us)))
-            }
-            Record::JourneyEnd(m) => {
-                meta.ended_us = Some(meta.ended_us.map_or(m.at_us, |v| v.max(m.at_us)))
-            }
-            Record::Batch { validated, .. } => {
-                let kept = &validated.kept;
-                let fresh: Vec<Position>;
-                let positions: &[Position] = if kept.iter().any(|p| meta.may_hold(p.fix_time_us)) {
-                    let held = held_fix_times(store, &jkey, &pending_chunks)?;
-                    fresh = kept
-                        .iter()
-                        .filter(|p| !held.contains(&p.fix_time_us))
-                        .copied()
-                        .collect();
-                    outcome.duplicates = (kept.len() - fresh.len()) as u32;
-                    &fresh
-                } else {
-                    kept
-                };
-                if let (Some(first), Some(lastp)) = (positions.first(), positions.last()) {
-                    chunk::encode(positions, req.received_us, &mut buf);
-                    batch.put_cf(
-                        store.cf(CF_CHUNKS),
-                        keys::chunk_key(req.tenant, req.device, JourneyId(journey), req.seq),
-                        &buf,
-                    );
-                    let flagged = positions.iter().filter(|p| p.quality != 0).count() as u32;
-                    meta.add_batch(
-                        first.fix_time_us,
-                        lastp.fix_time_us,
-                        positions.len() as u64,
-                        flagged,
-                        req.received_us,
-                    );
-                    pending_chunks.push((jkey, positions.iter().map(|p| p.fix_time_us).collect()));
-                    outcome.stored = positions.len() as u32;
-                    if let Some(newest) = positions
-                        .iter()
-                        .rev()
-                        .find(|p| p.quality().is_usable_for_track())
-                    {
-                        note_last(
-                            store,
-                            cache,
-                            &mut last,
-                            keys::device_prefix(req.tenant, req.device),
-                            newest,
-                        )?;
-                    }
-                }
-            }
+        if let Some(p) = newest {
+            staged.last.insert(
+                keys::device_prefix(req.tenant, req.device),
+                (p.fix_time_us, p),
+            );
         }
         batch.put_cf(store.cf(CF_JOURNEYS), jkey, meta.encode());
         batch.put_cf(store.cf(CF_SEQS), seq_key, journey.to_be_bytes());
-        metas.insert(jkey, meta);
-        outcomes.push(outcome);
+        staged.metas.insert(jkey, meta);
+        staged.seqs.insert(seq_key);
+        outcomes.push(Ok(outcome));
     }
 
-    for (key, (_, p)) in &last {
-        let mut b = Vec::new();
-        chunk::encode(std::slice::from_ref(p), 0, &mut b);
-        batch.put_cf(store.cf(CF_LAST), key, b);
+    for (key, (_, p)) in &staged.last {
+        chunk::encode(std::slice::from_ref(p), 0, &mut buf);
+        batch.put_cf(store.cf(CF_LAST), key, &buf);
     }
 
     store.wait_while_stalled();
@@ -359,35 +437,30 @@ fn commit(
     }
 
     cache.trim();
-    cache.metas.extend(metas);
+    cache.metas.extend(staged.metas);
     cache
         .last
-        .extend(last.into_iter().map(|(k, (t, _))| (k, t)));
+        .extend(staged.last.into_iter().map(|(k, (t, _))| (k, t)));
     Ok(outcomes)
 }
 
-/// The newest fix time stored for a device, staged or cached or read.
-fn note_last(
+/// The newest fix time stored for a device: staged in this group, cached, or read.
+fn last_fix_time(
     store: &HotStore,
     cache: &MetaCache,
-    staged: &mut HashMap<[u8; 12], (i64, Position)>,
-    key: [u8; 12],
-    candidate: &Position,
-) -> Result<(), StoreError> {
-    let current = match staged.get(&key) {
-        Some((t, _)) => Some(*t),
-        None => match cache.last.get(&key) {
-            Some(t) => Some(*t),
-            None => match store.db.get_pinned_cf(store.cf(CF_LAST), key)? {
-                Some(v) => chunk::fix_times(&key, &v)?.next(),
-                None => None,
-            },
-        },
-    };
-    if current.is_none_or(|t| candidate.fix_time_us > t) {
-        staged.insert(key, (candidate.fix_time_us, *candidate));
+    staged: &Staged,
+    key: &[u8; 12],
+) -> Result<Option<i64>, StoreError> {
+    if let Some((t, _)) = staged.last.get(key) {
+        return Ok(Some(*t));
     }
-    Ok(())
+    if let Some(t) = cache.last.get(key) {
+        return Ok(Some(*t));
+    }
+    match store.db.get_pinned_cf(store.cf(CF_LAST), key)? {
+        Some(v) => Ok(chunk::fix_times(key, &v)?.next()),
+        None => Ok(None),
+    }
 }
 
 /// Fix times a journey already holds: in the store and earlier in this group.

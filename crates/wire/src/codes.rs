@@ -14,8 +14,8 @@ pub enum AckStatus {
     /// Not stored: the batch holds more positions than `max_batch_positions`. Split it into
     /// batches of at most that many positions, under new sequence numbers, and send those.
     SplitAndResend = 2,
-    /// Not stored and never will be (for example a batch for a journey that is not the
-    /// device's). Delete it; resending gives the same answer.
+    /// Not stored and never will be (a journey start or end with an impossible time). Delete
+    /// it; resending gives the same answer.
     Rejected = 3,
 }
 
@@ -121,7 +121,8 @@ pub enum CloseCode {
     DeviceBlocked = 0x21,
     /// The server is shutting down; reconnect with backoff.
     ShuttingDown = 0x30,
-    /// The server cannot take this connection now (too many connections); retry with backoff.
+    /// The server cannot serve this connection now (its store failed during the hello);
+    /// retry with backoff. (A server at its connection limit refuses at the QUIC level.)
     Busy = 0x31,
     /// The server gave up waiting for the hello.
     HelloTimeout = 0x32,

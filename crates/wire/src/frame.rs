@@ -179,7 +179,7 @@ pub struct Ack {
     pub retry_after_ms: u32,
     /// Positions newly stored by this frame.
     pub stored: u32,
-    /// Positions the server already held (same fix time from this device): not stored again.
+    /// Positions whose fix time the journey already held: not stored again.
     pub duplicates: u32,
     /// Positions stored with a quality flag.
     pub flagged: u32,

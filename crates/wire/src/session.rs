@@ -20,6 +20,8 @@ use crate::{Micros, PROTOCOL_VERSION};
 
 /// Largest body of any frame other than a batch.
 const MAX_SMALL_BODY: u32 = 4096;
+/// Size of the archived Batch root that follows the positions.
+const BATCH_ROOT_SIZE: u32 = 16;
 /// Longest device name an [`crate::Enrol`] may carry.
 pub const MAX_DEVICE_NAME: usize = 128;
 
@@ -46,7 +48,7 @@ impl SessionLimits {
     pub fn max_batch_body(&self) -> u32 {
         self.max_batch_positions
             .saturating_mul(ARCHIVED_POSITION_SIZE as u32)
-            .saturating_add(64)
+            .saturating_add(BATCH_ROOT_SIZE)
     }
 }
 
@@ -108,6 +110,8 @@ pub enum SessionEvent {
     Enrol { code: [u8; 32], device_name: String },
     /// Store this record durably, then send the ack built by [`ack_stored`].
     Store { seq: u64, record: Record },
+    /// Send this frame to the device; nothing to store (an ack refusing the frame).
+    Reply(Vec<u8>),
     /// Nothing to do (a ping).
     Nothing,
 }
@@ -243,6 +247,11 @@ impl ServerSession {
                     journey: mark.journey.to_native(),
                     at_us: mark.at_us.to_native(),
                 };
+                if !self.rules.is_plausible_time(mark.at_us, now_us) {
+                    // A journey mark carries one time and nothing else: an impossible one can
+                    // never be stored, so the device must drop it rather than resend it.
+                    return Ok(SessionEvent::Reply(ack_rejected(header.seq)));
+                }
                 let record = if kind == FrameKind::JourneyStart {
                     Record::JourneyStart(mark)
                 } else {
@@ -255,6 +264,12 @@ impl ServerSession {
             }
             FrameKind::Batch => {
                 let batch = frame::decode_body::<ArchivedBatch>(kind, body).map_err(malformed)?;
+                if batch.positions.len() > self.limits.max_batch_positions as usize {
+                    return Ok(SessionEvent::Reply(ack_split(
+                        header.seq,
+                        self.limits.max_batch_positions,
+                    )));
+                }
                 let positions = batch.positions.iter().map(|p| p.to_native());
                 let validated = self.rules.check_batch(positions, now_us);
                 Ok(SessionEvent::Store {

@@ -107,6 +107,12 @@ impl ValidationRules {
         Verdict::Keep(flags)
     }
 
+    /// Whether a journey mark's time could be real: from 2000 on, and not past the future
+    /// tolerance.
+    pub fn is_plausible_time(&self, at_us: Micros, now_us: Micros) -> bool {
+        (YEAR_2000_US..=now_us.saturating_add(self.future_tolerance_us)).contains(&at_us)
+    }
+
     /// Checks every position of a batch. Kept positions come back sorted by fix time.
     pub fn check_batch(
         &self,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::frame::{Batch, Enrol, Hello, aligned, encode_frame};
+use crate::frame::{Batch, Enrol, Hello, JourneyMark, aligned, encode_frame};
 use crate::{Position, RefusalReason};
 
 const NOW: i64 = 1_780_000_000_000_000;
@@ -187,4 +187,56 @@ fn garbage_body_is_malformed_not_a_panic() {
     let body = aligned(&[0xff; 40]);
     let close = s.on_body(&h, &body, NOW).unwrap_err();
     assert_eq!(close.code, CloseCode::MalformedFrame);
+}
+
+#[test]
+fn one_position_over_the_limit_is_split_not_stored() {
+    let limits = SessionLimits {
+        max_batch_positions: 3,
+        ..SessionLimits::default()
+    };
+    let mut s = ServerSession::new(limits, ValidationRules::default());
+    feed(&mut s, &hello()).unwrap();
+    s.authenticated(5, NOW);
+    let positions = vec![Position::new(NOW - 1_000_000, 1.0, 1.0); 4];
+    let frame = encode_frame(
+        FrameKind::Batch,
+        2,
+        &Batch {
+            journey: 1,
+            positions,
+        },
+    );
+    let (h, body) = body_of(&frame);
+    let reply = match s.on_header(&h) {
+        HeaderVerdict::SkipAndReply(r) => r,
+        HeaderVerdict::ReadBody => match s.on_body(&h, &body, NOW).unwrap() {
+            SessionEvent::Reply(r) => r,
+            other => panic!("a 4-position batch over a limit of 3 was let through: {other:?}"),
+        },
+        HeaderVerdict::Close(c) => panic!("{c:?}"),
+    };
+    let (_, ack_body) = body_of(&reply);
+    assert_eq!(
+        decode_ack(&ack_body).unwrap().status,
+        AckStatus::SplitAndResend as u16
+    );
+}
+
+#[test]
+fn impossible_journey_marks_are_rejected() {
+    let mut s = open_session();
+    let mark = JourneyMark {
+        journey: 1,
+        at_us: i64::MIN,
+    };
+    let frame = encode_frame(FrameKind::JourneyStart, 3, &mark);
+    let SessionEvent::Reply(reply) = feed(&mut s, &frame).unwrap() else {
+        panic!("expected a reply")
+    };
+    let (_, body) = body_of(&reply);
+    assert_eq!(
+        decode_ack(&body).unwrap().status,
+        AckStatus::Rejected as u16
+    );
 }
