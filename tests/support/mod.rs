@@ -35,6 +35,7 @@ pub fn test_config(dir: &Path) -> JourneydConfig {
         ..JourneydConfig::default()
     };
     c.ingest.listen = "127.0.0.1:0".parse().unwrap();
+    c.api.listen = "127.0.0.1:0".parse().unwrap();
     c
 }
 
@@ -52,12 +53,20 @@ impl TestServer {
     }
 
     pub fn start_with(tweak: impl FnOnce(&mut JourneydConfig)) -> Self {
+        Self::start_with_clock(tweak, journeyd_ingest::system_clock())
+    }
+
+    /// A server whose clock the test moves: `clock` is read for every "now".
+    pub fn start_with_clock(
+        tweak: impl FnOnce(&mut JourneydConfig),
+        clock: journeyd_ingest::Clock,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
         tweak(&mut config);
         let code_path = config.enrolment_code_path();
         let cert_path = config.cert_path();
-        let server = Server::start(config).unwrap();
+        let server = Server::start_with_clock(config, clock).unwrap();
         let code =
             journeyd_device::parse_code(&std::fs::read_to_string(code_path).unwrap()).unwrap();
         let trust = journeyd::bench::load_certs(&cert_path).unwrap();
@@ -151,7 +160,7 @@ impl ChildServer {
         std::fs::write(
             &config_path,
             format!(
-                "data_dir = {:?}\n[ingest]\nlisten = \"127.0.0.1:0\"\n",
+                "data_dir = {:?}\n[ingest]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
                 data_dir.display().to_string()
             ),
         )
@@ -355,4 +364,132 @@ pub fn expected_positions(tracks_dir: &Path) -> (u64, u64) {
         }
     }
     (parsed, expected)
+}
+
+/// A small HTTPS client for the query API: one TLS connection per request, real sockets.
+pub struct Https {
+    pub addr: SocketAddr,
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl Https {
+    pub fn new(addr: SocketAddr, trust: &[CertificateDer<'static>]) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in trust {
+            roots.add(c.clone()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Self {
+            addr,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        }
+    }
+
+    /// Sends a request; returns the status, the content type and the body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, String, bytes::Bytes) {
+        use http_body_util::BodyExt;
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = self.connector.connect(name, tcp).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                http_body_util::Full::new(bytes::Bytes::from(b.to_string()))
+            }
+            None => http_body_util::Full::new(bytes::Bytes::new()),
+        };
+        let resp = sender.send_request(req.body(body).unwrap()).await.unwrap();
+        let status = resp.status().as_u16();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, ctype, bytes)
+    }
+
+    /// A JSON call; the body parsed (or `null` when it is not JSON).
+    pub async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let (status, _, bytes) = self.call(method, path, token, body.as_ref()).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    pub async fn login(&self, tenant: &str, username: &str, password: &str) -> String {
+        let (status, body) = self.json("POST", "/api/v1/login", None, Some(serde_json::json!({"tenant": tenant, "username": username, "password": password}))).await;
+        assert_eq!(status, 200, "login of {username}: {body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+}
+
+impl TestServer {
+    pub fn api(&self) -> Https {
+        Https::new(self.server.api.local_addr(), &self.trust)
+    }
+
+    /// The demo tenant admin's password, written at first start.
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.server.config.admin_password_path()).unwrap()
+    }
+
+    /// Creates a user directly in the store.
+    pub fn add_user(
+        &self,
+        tenant: TenantId,
+        username: &str,
+        role: journeyd_store::Role,
+        password: &str,
+    ) {
+        let u = journeyd_api::auth::new_user(tenant, username, role, password, now_us()).unwrap();
+        self.store().put_user(&u).unwrap();
+    }
+}
+
+/// A clock that runs with the system clock plus an offset the test can move forward.
+#[derive(Clone, Default)]
+pub struct TestClock(pub Arc<std::sync::atomic::AtomicI64>);
+
+impl TestClock {
+    pub fn clock(&self) -> journeyd_ingest::Clock {
+        let offset = self.0.clone();
+        Arc::new(move || now_us() + offset.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    pub fn advance(&self, us: i64) {
+        self.0.fetch_add(us, std::sync::atomic::Ordering::SeqCst);
+    }
 }

@@ -272,6 +272,25 @@ fn refuse_auth(conn: &Connection, shared: &Shared, failure: AuthFailure, device_
         }
     };
     tracing::info!(device = device_id, ?code, "device refused");
+    // Attempts of a known device are audited in its company's log (case G43).
+    if let Ok(Some(d)) = shared.store.device(DeviceId(device_id)) {
+        let entry = journeyd_store::AuditEntry {
+            at_us: shared.now(),
+            tenant: d.tenant,
+            actor: format!("device:{device_id}"),
+            action: "device.connect".into(),
+            target: format!("device/{device_id}"),
+            result: if code == CloseCode::DeviceBlocked {
+                "blocked".into()
+            } else {
+                "bad_credential".into()
+            },
+            source: conn.remote_address().ip().to_string(),
+        };
+        if let Err(e) = shared.store.append_audit(&entry) {
+            tracing::error!(error = %e, "cannot append to the audit log");
+        }
+    }
     close(
         conn,
         shared,
@@ -333,6 +352,7 @@ fn submit(
     }
     stats.queued_positions.fetch_add(kept, Ordering::Relaxed);
     let reply_stats = stats.clone();
+    let arrived = std::time::Instant::now();
     let reply = move |result: Result<WriteOutcome, StoreError>| {
         reply_stats
             .queued_positions
@@ -367,6 +387,9 @@ fn submit(
                 session::ack_retry_later(seq, RETRY_AFTER_MS)
             }
         };
+        reply_stats
+            .ack_latency
+            .record(arrived.elapsed().as_micros() as u64);
         let _ = acks.send(frame);
         drop(permit);
     };

@@ -11,4 +11,7 @@ mod server;
 pub mod tls;
 
 pub use error::IngestError;
-pub use server::{Clock, IngestConfig, IngestServer, IngestStats, system_clock};
+pub use server::{
+    Clock, IngestConfig, IngestServer, IngestStats, LATENCY_BOUNDS_US, LatencyHistogram,
+    system_clock,
+};

@@ -94,7 +94,7 @@ fn start_child(exe: &Path) -> anyhow::Result<ChildServer> {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[ingest]\nlisten = \"127.0.0.1:0\"\nmax_in_flight = 64\n",
+            "data_dir = {:?}\n[ingest]\nlisten = \"127.0.0.1:0\"\nmax_in_flight = 64\n[api]\nlisten = \"127.0.0.1:0\"\n",
             dir.join("data").display().to_string()
         ),
     )?;

@@ -17,6 +17,7 @@ pub struct JourneydConfig {
     pub data_dir: PathBuf,
     pub ingest: IngestSection,
     pub store: StoreSection,
+    pub api: ApiSection,
     pub tls: TlsSection,
     pub demo: DemoSection,
 }
@@ -27,6 +28,7 @@ impl Default for JourneydConfig {
             data_dir: PathBuf::from("journeyd-data"),
             ingest: IngestSection::default(),
             store: StoreSection::default(),
+            api: ApiSection::default(),
             tls: TlsSection::default(),
             demo: DemoSection::default(),
         }
@@ -75,6 +77,63 @@ impl Default for IngestSection {
             max_connections: 50_000,
             future_tolerance: Duration::from_secs(300),
             device_buffer: Duration::from_secs(8 * 86_400),
+        }
+    }
+}
+
+/// `[api]`: the HTTPS query API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// TCP address to listen on (HTTPS only). Default `0.0.0.0:8443`.
+    pub listen: SocketAddr,
+    /// Lifetime of a login token. Default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// Failed logins in a row that lock an account. Default 5.
+    pub max_failed_logins: u32,
+    /// Failed logins from one address within `lockout` that lock that address. Default 20.
+    pub max_failed_logins_per_source: u32,
+    /// How long a locked account or address stays locked. Default `15m`.
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
+    /// Silence between fixes that reports show as a gap rather than as driving. Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub gap: Duration,
+    /// Shortest stay within `stop_radius_m` that reports show as a stop. Default `3m`.
+    #[serde(with = "humantime_serde")]
+    pub stop_min: Duration,
+    /// Default 50.
+    pub stop_radius_m: f64,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        let d = journeyd_api::ApiConfig::default();
+        Self {
+            listen: d.listen,
+            token_ttl: d.token_ttl,
+            max_failed_logins: d.max_failed_logins,
+            max_failed_logins_per_source: d.max_failed_logins_per_source,
+            lockout: d.lockout,
+            gap: d.gap,
+            stop_min: d.stop_min,
+            stop_radius_m: d.stop_radius_m,
+        }
+    }
+}
+
+impl ApiSection {
+    pub fn to_config(&self) -> journeyd_api::ApiConfig {
+        journeyd_api::ApiConfig {
+            listen: self.listen,
+            token_ttl: self.token_ttl,
+            max_failed_logins: self.max_failed_logins,
+            max_failed_logins_per_source: self.max_failed_logins_per_source,
+            lockout: self.lockout,
+            gap: self.gap,
+            stop_min: self.stop_min,
+            stop_radius_m: self.stop_radius_m,
         }
     }
 }
@@ -199,6 +258,11 @@ impl JourneydConfig {
     /// Where serve writes the demo tenant's enrolment code on first start.
     pub fn enrolment_code_path(&self) -> PathBuf {
         self.data_dir.join("demo-enrolment-code")
+    }
+
+    /// Where serve writes the demo admin's first password on first start.
+    pub fn admin_password_path(&self) -> PathBuf {
+        self.data_dir.join("demo-admin-password")
     }
 
     /// Where serve writes its bound addresses once it is ready.

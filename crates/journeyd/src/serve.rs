@@ -17,6 +17,7 @@ pub struct Server {
     pub store: Arc<HotStore>,
     pub writer: Writer,
     pub ingest: IngestServer,
+    pub api: journeyd_api::ApiServer,
     pub config: JourneydConfig,
 }
 
@@ -25,6 +26,7 @@ pub struct Server {
 pub struct Ready {
     pub pid: u32,
     pub quic: std::net::SocketAddr,
+    pub api: std::net::SocketAddr,
     pub cert: std::path::PathBuf,
 }
 
@@ -80,20 +82,36 @@ impl Server {
             hello_timeout: config.ingest.hello_timeout,
             max_queued_positions: config.ingest.max_queued_positions,
             max_connections: config.ingest.max_connections,
-            clock,
+            clock: clock.clone(),
         };
-        let ingest = IngestServer::start(ingest_config, certs, key, store.clone(), writer.clone())?;
+        let ingest = IngestServer::start(
+            ingest_config,
+            certs.clone(),
+            key.clone_key(),
+            store.clone(),
+            writer.clone(),
+        )?;
+        let api = journeyd_api::ApiServer::start(
+            config.api.to_config(),
+            certs,
+            key,
+            store.clone(),
+            ingest.clone(),
+            clock,
+        )?;
         let ready = Ready {
             pid: std::process::id(),
             quic: ingest.local_addr(),
+            api: api.local_addr(),
             cert: config.cert_path(),
         };
         write_atomically(&config.ready_path(), &serde_json::to_vec_pretty(&ready)?)?;
-        tracing::info!(quic = %ready.quic, data_dir = %config.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "journeyd ready");
+        tracing::info!(quic = %ready.quic, api = %ready.api, data_dir = %config.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "journeyd ready");
         Ok(Self {
             store,
             writer,
             ingest,
+            api,
             config,
         })
     }
@@ -137,10 +155,21 @@ fn ensure_demo_tenant(config: &JourneydConfig, store: &HotStore, now: i64) -> an
     }
     let (tenant, code) = store.create_tenant(&config.demo.tenant, now)?;
     write_private(&config.enrolment_code_path(), hex::encode(code).as_bytes())?;
+    let password = journeyd_api::auth::random_password()?;
+    let admin = journeyd_api::auth::new_user(
+        tenant.id,
+        "admin",
+        journeyd_store::Role::Admin,
+        &password,
+        now,
+    )?;
+    store.put_user(&admin)?;
+    write_private(&config.admin_password_path(), password.as_bytes())?;
     tracing::info!(
         tenant = %tenant.name,
         code_file = %config.enrolment_code_path().display(),
-        "created the demo tenant; devices enrol with the code in the file"
+        admin_password_file = %config.admin_password_path().display(),
+        "created the demo tenant and its admin; devices enrol with the code in the file"
     );
     Ok(())
 }

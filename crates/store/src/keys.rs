@@ -8,13 +8,17 @@ pub(crate) const CF_SEQS: &str = "seqs";
 pub(crate) const CF_LAST: &str = "last";
 pub(crate) const CF_DEVICES: &str = "devices";
 pub(crate) const CF_TENANTS: &str = "tenants";
-pub(crate) const ALL_CFS: [&str; 6] = [
+pub(crate) const CF_USERS: &str = "users";
+pub(crate) const CF_AUDIT: &str = "audit";
+pub(crate) const ALL_CFS: [&str; 8] = [
     CF_CHUNKS,
     CF_JOURNEYS,
     CF_SEQS,
     CF_LAST,
     CF_DEVICES,
     CF_TENANTS,
+    CF_USERS,
+    CF_AUDIT,
 ];
 
 pub(crate) fn device_prefix(t: TenantId, d: DeviceId) -> [u8; 12] {

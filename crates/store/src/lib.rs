@@ -7,7 +7,9 @@
 //! | `seqs` | device u64 BE · seq u64 BE | journey u64 BE: the record with this sequence number is stored |
 //! | `last` | tenant · device | the device's newest usable position, as a one-position chunk (64 bytes) |
 //! | `devices` | device u64 BE | [`DeviceRecord`] as JSON |
-//! | `tenants` | tenant u32 BE | [`TenantRecord`] as JSON |
+//! | `tenants` | tenant u32 BE | [`TenantRecord`] as JSON, with its [`TenantPolicy`] |
+//! | `users` | tenant u32 BE · username | [`UserRecord`] as JSON |
+//! | `audit` | tenant u32 BE · time · counter | [`AuditEntry`] as JSON, append-only |
 //!
 //! A batch costs one put of its chunk, one of its journey's metadata and one of its sequence
 //! number, all in one write batch that shares a synced WAL write with every other batch that
@@ -16,6 +18,8 @@
 //! This crate never touches the network and never decides what is plausible: it stores what
 //! journeyd-wire's rules kept.
 
+mod accounts;
+mod audit;
 pub mod chunk;
 mod error;
 mod keys;
@@ -24,10 +28,12 @@ mod registry;
 mod store;
 pub mod writer;
 
+pub use accounts::{Role, UserRecord};
+pub use audit::{AuditEntry, AuditQuery};
 pub use error::StoreError;
 pub use meta::JourneyMeta;
-pub use registry::{AuthFailure, DeviceRecord, TenantRecord, hash_secret};
-pub use store::{HotStore, StoreConfig, StoreStats};
+pub use registry::{AuthFailure, DeviceRecord, TenantPolicy, TenantRecord, hash_secret};
+pub use store::{EngineStats, HotStore, StoreConfig, StoreStats};
 pub use writer::{WriteOutcome, WriteRequest, Writer, WriterConfig, WriterStats};
 
 /// A company using journeyd.

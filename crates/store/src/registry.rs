@@ -15,6 +15,36 @@ pub struct TenantRecord {
     /// SHA-256 of the enrolment code devices use to enrol themselves (hex).
     pub enrolment_code_hash: String,
     pub created_us: i64,
+    #[serde(default)]
+    pub policy: TenantPolicy,
+}
+
+/// What a company decides for itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TenantPolicy {
+    /// IANA time zone for daily reports. Default `UTC`.
+    pub time_zone: String,
+    /// Days a finished journey stays in the hot store. Default 60.
+    pub hot_retention_days: u32,
+    /// Days a password stays valid; 0 means no expiry. Default 90.
+    pub password_max_age_days: u32,
+    /// Track only during journeys (`journeys`) or always (`always`). Default `journeys`.
+    pub tracking: String,
+    /// Silence after which a journey without an end is closed. Default 30 minutes.
+    pub journey_silence_minutes: u32,
+}
+
+impl Default for TenantPolicy {
+    fn default() -> Self {
+        Self {
+            time_zone: "UTC".into(),
+            hot_retention_days: 60,
+            password_max_age_days: 90,
+            tracking: "journeys".into(),
+            journey_silence_minutes: 30,
+        }
+    }
 }
 
 /// An enrolled device. Only a hash of its secret is kept.
@@ -28,6 +58,9 @@ pub struct DeviceRecord {
     pub secret_hash: String,
     pub blocked: bool,
     pub created_us: i64,
+    /// The person the device is assigned to (a username of its tenant), if any.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// SHA-256 of a secret, hex-encoded.
@@ -57,14 +90,19 @@ pub enum AuthFailure {
 }
 
 impl HotStore {
-    fn put_json<T: Serialize>(&self, cf: &str, key: &[u8], value: &T) -> Result<(), StoreError> {
+    pub(crate) fn put_json<T: Serialize>(
+        &self,
+        cf: &str,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).expect("records serialise to JSON");
         self.db
             .put_cf_opt(self.cf(cf), key, bytes, &self.sync_write)?;
         Ok(())
     }
 
-    fn get_json<T: for<'de> Deserialize<'de>>(
+    pub(crate) fn get_json<T: for<'de> Deserialize<'de>>(
         &self,
         cf: &str,
         key: &[u8],
@@ -124,6 +162,7 @@ impl HotStore {
             name: name.to_owned(),
             enrolment_code_hash: hash_secret(&code),
             created_us: now_us,
+            policy: TenantPolicy::default(),
         };
         self.put_json(CF_TENANTS, &id.to_be_bytes(), &record)?;
         Ok((record, code))
@@ -151,6 +190,19 @@ impl HotStore {
             .tenants()?
             .into_iter()
             .find(|t| constant_time_eq(t.enrolment_code_hash.as_bytes(), hash.as_bytes())))
+    }
+
+    /// Replaces a tenant's policy.
+    pub fn set_policy(
+        &self,
+        id: TenantId,
+        policy: TenantPolicy,
+    ) -> Result<TenantRecord, StoreError> {
+        let _guard = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = self.tenant(id)?.ok_or(StoreError::UnknownTenant(id.0))?;
+        t.policy = policy;
+        self.put_json(CF_TENANTS, &id.0.to_be_bytes(), &t)?;
+        Ok(t)
     }
 
     /// Replaces a tenant's enrolment code, returning the new one (shown once).
@@ -183,9 +235,23 @@ impl HotStore {
             secret_hash: hash_secret(&secret),
             blocked: false,
             created_us: now_us,
+            user: None,
         };
         self.put_json(CF_DEVICES, &id.0.to_be_bytes(), &record)?;
         Ok((record, secret))
+    }
+
+    /// Assigns a device to a person (or to nobody).
+    pub fn assign_device(
+        &self,
+        id: DeviceId,
+        user: Option<String>,
+    ) -> Result<DeviceRecord, StoreError> {
+        let _guard = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let mut d = self.device(id)?.ok_or(StoreError::UnknownDevice(id.0))?;
+        d.user = user;
+        self.put_json(CF_DEVICES, &id.0.to_be_bytes(), &d)?;
+        Ok(d)
     }
 
     pub fn device(&self, id: DeviceId) -> Result<Option<DeviceRecord>, StoreError> {

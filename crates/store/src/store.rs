@@ -52,6 +52,14 @@ impl std::fmt::Debug for HotStore {
     }
 }
 
+/// What RocksDB says about its own state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub bytes: u64,
+    pub write_stopped: u64,
+    pub delayed_write_rate: u64,
+}
+
 /// Totals of what the store holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StoreStats {
@@ -291,6 +299,26 @@ impl HotStore {
             s.disk_bytes += sst + mem;
         }
         Ok(s)
+    }
+
+    /// Figures RocksDB keeps about itself, for metrics.
+    pub fn engine_stats(&self) -> Result<EngineStats, StoreError> {
+        let mut e = EngineStats::default();
+        for cf in ALL_CFS {
+            let cf = self.cf(cf);
+            let int = |name: &str| {
+                self.db
+                    .property_int_value_cf(cf, name)
+                    .map(|v| v.unwrap_or(0))
+            };
+            e.bytes +=
+                int("rocksdb.total-sst-files-size")? + int("rocksdb.cur-size-all-mem-tables")?;
+            e.write_stopped = e.write_stopped.max(int("rocksdb.is-write-stopped")?);
+            e.delayed_write_rate = e
+                .delayed_write_rate
+                .max(int("rocksdb.actual-delayed-write-rate")?);
+        }
+        Ok(e)
     }
 
     /// Stops RocksDB's background compactions and flushes, waiting for running ones, so the
