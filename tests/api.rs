@@ -991,3 +991,251 @@ async fn bad_requests_say_what_is_wrong() {
     assert_eq!(status, 404, "{body}");
     let _ = TenantId(0);
 }
+
+/// Checks a JSON value against the subset of JSON Schema the OpenAPI document uses.
+fn conforms(spec: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String> {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return conforms(spec, &spec["components"]["schemas"][name], v, at);
+    }
+    if v.is_null() && schema.get("nullable") == Some(&Value::Bool(true)) {
+        return Ok(());
+    }
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        return all.iter().try_for_each(|s| conforms(spec, s, v, at));
+    }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array)
+        && !options.contains(v)
+    {
+        return Err(format!("{at}: {v} is not one of {options:?}"));
+    }
+    let ok = match schema.get("type").and_then(Value::as_str) {
+        None => true,
+        Some("object") => {
+            let Some(obj) = v.as_object() else {
+                return Err(format!("{at}: expected an object, got {v}"));
+            };
+            for key in schema["required"].as_array().into_iter().flatten() {
+                let key = key.as_str().unwrap();
+                if !obj.contains_key(key) {
+                    return Err(format!("{at}: missing required {key}"));
+                }
+            }
+            for (key, value) in obj {
+                if let Some(s) = schema["properties"].get(key) {
+                    conforms(spec, s, value, &format!("{at}.{key}"))?;
+                }
+            }
+            true
+        }
+        Some("array") => {
+            let Some(items) = v.as_array() else {
+                return Err(format!("{at}: expected an array, got {v}"));
+            };
+            for (i, item) in items.iter().enumerate() {
+                conforms(spec, &schema["items"], item, &format!("{at}[{i}]"))?;
+            }
+            true
+        }
+        Some("string") => v.is_string(),
+        Some("integer") => v.is_i64() || v.is_u64(),
+        Some("number") => v.is_number(),
+        Some("boolean") => v.is_boolean(),
+        Some(other) => return Err(format!("{at}: the checker does not know type {other}")),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{at}: {v} is not a {}", schema["type"]))
+    }
+}
+
+/// The documented path template that a concrete path matches.
+fn template<'a>(spec: &'a Value, path: &str) -> Option<&'a str> {
+    let path = path.split('?').next().unwrap();
+    let parts: Vec<&str> = path.split('/').collect();
+    spec["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .find(|t| {
+            let tp: Vec<&str> = t.split('/').collect();
+            tp.len() == parts.len()
+                && tp
+                    .iter()
+                    .zip(&parts)
+                    .all(|(a, b)| a == b || (a.starts_with('{') && a.ends_with('}')))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_match_the_openapi_document() {
+    let spec: Value = serde_json::from_str(include_str!("../schemas/openapi.json")).unwrap();
+    let ts = TestServer::start();
+    ts.add_user(ts.tenant(), "rita", Role::Reporter, PASSWORD);
+    let t = now_us() - 3_600 * SECOND;
+    let id = journey(&ts, "van", 7, &ramp(t, 20, 30, 51.0, 1e-3)).await.0;
+    let api = ts.api();
+    let admin = api.login("demo", "admin", &ts.admin_password()).await;
+    let rita = api.login("demo", "rita", PASSWORD).await;
+    let login = json!({"tenant": "demo", "username": "rita", "password": PASSWORD});
+    let policy = json!({"time_zone": "Europe/Oslo", "hot_retention_days": 60, "password_max_age_days": 90, "tracking": "journeys", "journey_silence_minutes": 30});
+    let calls: Vec<(&str, String, Option<&String>, Option<Value>)> = vec![
+        ("GET", "/healthz".into(), None, None),
+        ("GET", "/readyz".into(), None, None),
+        ("GET", "/metrics".into(), None, None),
+        ("POST", "/api/v1/login".into(), None, Some(login)),
+        (
+            "POST",
+            "/api/v1/login".into(),
+            None,
+            Some(json!({"tenant": "demo", "username": "rita", "password": "nope"})),
+        ),
+        ("GET", "/api/v1/journeys".into(), Some(&rita), None),
+        ("GET", "/api/v1/journeys?from=bad".into(), Some(&rita), None),
+        (
+            "GET",
+            format!("/api/v1/devices/{id}/journeys/7"),
+            Some(&rita),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/devices/{id}/journeys/8"),
+            Some(&rita),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/devices/{id}/journeys/7/track"),
+            Some(&rita),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/devices/{id}/journeys/7/summary"),
+            Some(&rita),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/devices/{id}/journeys/7/export/geojson"),
+            Some(&rita),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/devices/{id}/journeys/7/export/gpx"),
+            Some(&rita),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/devices/{id}/export/csv"),
+            Some(&rita),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/devices/{id}/days/2026-03-29"),
+            Some(&rita),
+            None,
+        ),
+        ("GET", "/api/v1/live".into(), Some(&rita), None),
+        ("GET", "/api/v1/devices".into(), Some(&rita), None),
+        ("GET", "/api/v1/devices".into(), Some(&admin), None),
+        (
+            "POST",
+            "/api/v1/devices".into(),
+            Some(&admin),
+            Some(json!({"name": "spare"})),
+        ),
+        (
+            "POST",
+            format!("/api/v1/devices/{id}/block"),
+            Some(&admin),
+            Some(json!({})),
+        ),
+        (
+            "POST",
+            format!("/api/v1/devices/{id}/unblock"),
+            Some(&admin),
+            Some(json!({})),
+        ),
+        ("GET", "/api/v1/users".into(), Some(&admin), None),
+        (
+            "POST",
+            "/api/v1/users".into(),
+            Some(&admin),
+            Some(json!({"username": "ivan", "role": "investigator"})),
+        ),
+        (
+            "POST",
+            "/api/v1/users".into(),
+            Some(&admin),
+            Some(json!({"username": "ivan", "role": "investigator"})),
+        ),
+        (
+            "POST",
+            "/api/v1/users/rita/unlock".into(),
+            Some(&admin),
+            Some(json!({})),
+        ),
+        (
+            "POST",
+            "/api/v1/sources/127.0.0.1/unlock".into(),
+            Some(&admin),
+            Some(json!({})),
+        ),
+        ("GET", "/api/v1/policy".into(), Some(&admin), None),
+        ("PUT", "/api/v1/policy".into(), Some(&admin), Some(policy)),
+        ("GET", "/api/v1/audit".into(), Some(&admin), None),
+        ("GET", "/api/v1/audit/export.csv".into(), Some(&admin), None),
+        (
+            "POST",
+            "/api/v1/password".into(),
+            Some(&rita),
+            Some(json!({"old_password": PASSWORD, "new_password": "short"})),
+        ),
+    ];
+    let mut covered = std::collections::BTreeSet::new();
+    for (method, path, token, body) in calls {
+        let (status, ctype, bytes) = api
+            .call(method, &path, token.map(String::as_str), body.as_ref())
+            .await;
+        let tpl = template(&spec, &path).unwrap_or_else(|| panic!("{path} is not documented"));
+        let op = &spec["paths"][tpl][method.to_lowercase()];
+        assert!(op.is_object(), "{method} {tpl} is not documented");
+        let response = &op["responses"][status.to_string()];
+        assert!(
+            response.is_object(),
+            "{method} {path} answered {status}, which is not documented"
+        );
+        let media = ctype.split(';').next().unwrap().trim();
+        let content = &response["content"][media];
+        assert!(
+            content.is_object(),
+            "{method} {path} answered {media}, not documented for {status}"
+        );
+        if media.ends_with("json") {
+            let value: Value = serde_json::from_slice(&bytes).unwrap();
+            if let Err(e) = conforms(&spec, &content["schema"], &value, "body") {
+                panic!("{method} {path} ({status}) does not match the document: {e}\n{value}");
+            }
+        }
+        covered.insert(format!("{method} {tpl}"));
+    }
+    let documented: std::collections::BTreeSet<String> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| format!("{} {p}", m.to_uppercase()))
+        })
+        .collect();
+    assert_eq!(covered, documented, "every documented operation is checked");
+}
