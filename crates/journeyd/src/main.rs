@@ -37,6 +37,9 @@ enum Command {
     /// Enrol, list, block and unblock devices (with the server stopped).
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Add users of the query API (with the server stopped; online, admins use the API).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Feed recorded tracks (GPX, FIT, NMEA, CSV, GeoJSON) to a server as devices.
     Replay(ReplayArgs),
     /// What the hot store holds.
@@ -73,6 +76,35 @@ enum DeviceCommand {
     Block { id: u64 },
     /// Unblock a device.
     Unblock { id: u64 },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Add a user and print a generated password (shown once).
+    Add {
+        #[arg(long)]
+        username: String,
+        /// reporter, investigator or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: journeyd_store::Role,
+        /// Tenant name. Default: the only tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List a tenant's users.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+fn parse_role(s: &str) -> Result<journeyd_store::Role, String> {
+    match s {
+        "reporter" => Ok(journeyd_store::Role::Reporter),
+        "investigator" => Ok(journeyd_store::Role::Investigator),
+        "admin" => Ok(journeyd_store::Role::Admin),
+        _ => Err(format!("{s}: expected reporter, investigator or admin")),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -174,6 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => runtime()?.block_on(serve::run(config)),
         Command::Device(cmd) => device(&config, cmd),
+        Command::User(cmd) => user(&config, cmd),
         Command::Stats { json } => {
             let store = HotStore::open_read_only(&config.store_path()).with_context(|| {
                 format!(
@@ -340,6 +373,76 @@ fn device(config: &JourneydConfig, cmd: DeviceCommand) -> anyhow::Result<()> {
         DeviceCommand::Unblock { id } => {
             store.set_blocked(DeviceId(id), false)?;
             println!("device {id} unblocked");
+        }
+    }
+    Ok(())
+}
+
+fn open_store_offline(config: &JourneydConfig) -> anyhow::Result<HotStore> {
+    HotStore::open(&StoreConfig::new(config.store_path())).with_context(|| {
+        format!(
+            "opening {} (stop journeyd serve first, or use the query API)",
+            config.store_path().display()
+        )
+    })
+}
+
+fn only_tenant(
+    store: &HotStore,
+    name: Option<&str>,
+) -> anyhow::Result<journeyd_store::TenantRecord> {
+    let tenants = store.tenants()?;
+    match name {
+        Some(n) => tenants
+            .into_iter()
+            .find(|t| t.name == n)
+            .with_context(|| format!("no tenant named {n}")),
+        None if tenants.len() == 1 => Ok(tenants.into_iter().next().expect("one tenant")),
+        None => anyhow::bail!("{} tenants: say which with --tenant", tenants.len()),
+    }
+}
+
+#[expect(clippy::print_stdout, reason = "printing is what these commands do")]
+fn user(config: &JourneydConfig, cmd: UserCommand) -> anyhow::Result<()> {
+    let store = open_store_offline(config)?;
+    match cmd {
+        UserCommand::Add {
+            username,
+            role,
+            tenant,
+        } => {
+            let tenant = only_tenant(&store, tenant.as_deref())?;
+            anyhow::ensure!(
+                store.user(tenant.id, &username)?.is_none(),
+                "user {username} exists in {}",
+                tenant.name
+            );
+            let password = journeyd_api::auth::random_password()?;
+            let user = journeyd_api::auth::new_user(
+                tenant.id,
+                &username,
+                role,
+                &password,
+                serve::now_us(),
+            )?;
+            store.put_user(&user)?;
+            println!("user {username} ({role:?}) added to tenant {}", tenant.name);
+            println!("password (shown once): {password}");
+        }
+        UserCommand::List { tenant } => {
+            let tenant = only_tenant(&store, tenant.as_deref())?;
+            for u in store.users(tenant.id)? {
+                println!(
+                    "{}\t{:?}\t{}",
+                    u.username,
+                    u.role,
+                    if u.locked_until_us > serve::now_us() {
+                        "locked"
+                    } else {
+                        "active"
+                    }
+                );
+            }
         }
     }
     Ok(())
