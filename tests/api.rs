@@ -1239,3 +1239,81 @@ async fn answers_match_the_openapi_document() {
         .collect();
     assert_eq!(covered, documented, "every documented operation is checked");
 }
+
+/// Runs a Python snippet (with pyarrow and geojson, which scripts/test.sh installs) on a file.
+fn python(script: &str, file: &std::path::Path) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(file)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python failed (scripts/test.sh installs pyarrow and geojson): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exports_are_read_by_outside_readers() {
+    let ts = TestServer::start();
+    let t = at("2024-03-10T12:00:00.123456Z");
+    let mut positions: Vec<Position> = ramp(t, 30, 10, 51.0, 1e-4)
+        .into_iter()
+        .map(|p| p.with_speed(4.5))
+        .collect();
+    positions[3].fields = 0;
+    let id = journey(&ts, "dev-P", 5, &positions).await;
+    let (api, token) = reporter(&ts).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let (status, ctype, parquet) = api
+        .call(
+            "GET",
+            &format!("/api/v1/devices/{}/journeys/5/export/parquet", id.0),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, ctype.as_str()),
+        (200, "application/vnd.apache.parquet")
+    );
+    let back = journeyd_archive::read_positions(parquet.clone()).unwrap();
+    assert_eq!(back.len(), 30);
+    assert_eq!(back[0].2.fix_time_us, t);
+    let path = dir.path().join("export.parquet");
+    std::fs::write(&path, &parquet).unwrap();
+    let out = python(
+        "import sys, pyarrow.parquet as pq\n\
+         t = pq.read_table(sys.argv[1])\n\
+         f = t.schema.field('fix_time')\n\
+         print(t.num_rows, f.type.unit, f.type.tz, t.column('fix_time')[0].as_py().isoformat(), t.column('speed_mps')[3].as_py())",
+        &path,
+    );
+    assert_eq!(
+        out.trim(),
+        "30 us UTC 2024-03-10T12:00:00.123456+00:00 None",
+        "pyarrow reads the same instant"
+    );
+
+    let (_, _, geojson) = api
+        .call(
+            "GET",
+            &format!("/api/v1/devices/{}/export/geojson", id.0),
+            Some(&token),
+            None,
+        )
+        .await;
+    let path = dir.path().join("export.geojson");
+    std::fs::write(&path, &geojson).unwrap();
+    let out = python(
+        "import sys, geojson\n\
+         g = geojson.load(open(sys.argv[1]))\n\
+         print(g.is_valid, g['type'], len(g['features'][0]['geometry']['coordinates']))",
+        &path,
+    );
+    assert_eq!(out.trim(), "True FeatureCollection 30");
+}

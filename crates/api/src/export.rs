@@ -5,6 +5,8 @@
 //! - GeoJSON (RFC 7946): a FeatureCollection, one LineString feature per journey with
 //!   `[lon, lat(, alt)]` coordinates and the fix times in `properties.times`.
 //! - CSV: one row per position, with its quality flags.
+//! - Parquet: journeyd-archive's schema version 1, one row per position (written by
+//!   [`ParquetSink`], not by the text pieces below).
 
 use std::fmt::Write;
 
@@ -18,6 +20,7 @@ pub enum Format {
     Gpx,
     GeoJson,
     Csv,
+    Parquet,
 }
 
 impl Format {
@@ -26,6 +29,7 @@ impl Format {
             "gpx" => Some(Self::Gpx),
             "geojson" => Some(Self::GeoJson),
             "csv" => Some(Self::Csv),
+            "parquet" => Some(Self::Parquet),
             _ => None,
         }
     }
@@ -35,6 +39,7 @@ impl Format {
             Self::Gpx => "application/gpx+xml",
             Self::GeoJson => "application/geo+json",
             Self::Csv => "text/csv; charset=utf-8",
+            Self::Parquet => "application/vnd.apache.parquet",
         }
     }
 
@@ -43,6 +48,7 @@ impl Format {
             Self::Gpx => "gpx",
             Self::GeoJson => "geojson",
             Self::Csv => "csv",
+            Self::Parquet => "parquet",
         }
     }
 
@@ -54,6 +60,7 @@ impl Format {
             ),
             Self::GeoJson => "{\"type\":\"FeatureCollection\",\"features\":[".into(),
             Self::Csv => "device,journey,fix_time,lat,lon,altitude_m,speed_mps,heading_deg,accuracy_m,quality\n".into(),
+            Self::Parquet => String::new(),
         }
     }
 
@@ -108,6 +115,7 @@ impl Format {
                 });
                 out.push_str(&feature.to_string());
             }
+            Self::Parquet => {}
             Self::Csv => {
                 for p in positions {
                     let opt = |v: Option<f32>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -133,7 +141,7 @@ impl Format {
         match self {
             Self::Gpx => "</gpx>\n",
             Self::GeoJson => "]}\n",
-            Self::Csv => "",
+            Self::Csv | Self::Parquet => "",
         }
     }
 }
@@ -143,4 +151,56 @@ fn xml_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// A `Write` that hands what it is given to a response stream in pieces of about 256 KiB.
+pub struct ParquetSink {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for ParquetSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetSink")
+            .field("buffered", &self.buf.len())
+            .finish()
+    }
+}
+
+const SINK_PIECE: usize = 256 * 1024;
+
+impl ParquetSink {
+    pub fn new(tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>) -> Self {
+        Self {
+            tx,
+            buf: Vec::with_capacity(SINK_PIECE),
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let piece = bytes::Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(SINK_PIECE),
+        ));
+        self.tx.blocking_send(Ok(piece)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+impl std::io::Write for ParquetSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= SINK_PIECE {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
 }

@@ -501,7 +501,7 @@ fn stream_export(
     state: Arc<AppState>,
     format: Format,
     title: String,
-    parts: Vec<(DeviceRecord, JourneyId, i64, i64)>,
+    parts: ExportParts,
 ) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     let filename = format!(
@@ -510,6 +510,10 @@ fn stream_export(
         format.extension()
     );
     tokio::task::spawn_blocking(move || {
+        if format == Format::Parquet {
+            write_parquet(&state, parts, tx);
+            return;
+        }
         let send = |s: String| tx.blocking_send(Ok(bytes::Bytes::from(s))).is_ok();
         if !send(format.head(&title)) {
             return;
@@ -545,9 +549,49 @@ fn stream_export(
         .into_response()
 }
 
+type ExportParts = Vec<(DeviceRecord, JourneyId, i64, i64)>;
+
+/// Streams a Parquet export: row groups leave as they fill, the footer last.
+fn write_parquet(
+    state: &AppState,
+    parts: ExportParts,
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+) {
+    let fail = |tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>, e: String| {
+        tracing::error!(error = %e, "parquet export failed mid-stream");
+        let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+    };
+    let mut writer =
+        match journeyd_archive::PositionsWriter::new(crate::export::ParquetSink::new(tx.clone())) {
+            Ok(w) => w,
+            Err(e) => return fail(&tx, e.to_string()),
+        };
+    for (d, j, from, to) in parts {
+        let written = state
+            .store
+            .track_between(d.tenant, d.id, j, from, to)
+            .map_err(|e| e.to_string())
+            .and_then(|track| {
+                writer
+                    .write_journey(d.id.0, j.0, &track)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            return fail(&tx, e);
+        }
+    }
+    match writer.finish() {
+        Ok(mut sink) => {
+            let _ = std::io::Write::flush(&mut sink);
+        }
+        Err(e) => fail(&tx, e.to_string()),
+    }
+}
+
 fn parse_format(s: &str) -> ApiResult<Format> {
-    Format::parse(s)
-        .ok_or_else(|| ApiError::BadRequest(format!("format {s}: expected gpx, geojson or csv")))
+    Format::parse(s).ok_or_else(|| {
+        ApiError::BadRequest(format!("format {s}: expected gpx, geojson, csv or parquet"))
+    })
 }
 
 async fn export_journey(
