@@ -16,7 +16,9 @@ bin="$root/target/debug/journeyd"
 
 data="journeyd-data"
 rm -f "$data/ready.json"
-"$bin" serve &
+# The server logs warnings only here, so the summary stays readable; `journeyd serve` alone logs
+# its lifecycle at info.
+"$bin" --log warn serve &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 600); do
@@ -44,6 +46,7 @@ echo "== journeyd stats"
 
 if [ -t 0 ]; then
     echo
-    echo "journeyd is serving on UDP 4433 (data in $root/$data). Ctrl-C stops it."
+    echo "journeyd is serving: devices on UDP 4433, the query API on https://localhost:8443"
+    echo "(data in $root/$data; the admin password is in $data/demo-admin-password). Ctrl-C stops it."
     wait $server
 fi

@@ -22,9 +22,9 @@ fi
 # twice.
 cargo nextest run --locked --workspace --lib --bins --tests --no-fail-fast
 # Each criterion benchmark once, in test mode.
-cargo test --locked --workspace --benches
+cargo test --locked -p journeyd --bench wire --bench store
 cargo test --locked --workspace --doc
 
-# The load benchmark once, tiny, so it cannot rot (its figures are not checked).
-cargo build --locked --bin journeyd
+# The load benchmark once, tiny, so it cannot rot (its figures are not checked). The binary is the
+# one the end-to-end tests built.
 target/debug/journeyd --log warn bench --devices 20 --batch 50 --duration 2s

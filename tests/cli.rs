@@ -135,3 +135,32 @@ fn config_mistakes_name_the_key_and_the_line() {
     let out = journeyd(&dir.path().join("missing.toml"), &["serve"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
 }
+
+#[test]
+fn enrolling_before_the_first_start_keeps_the_enrolment_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("journeyd.toml");
+    let data = dir.path().join("data");
+    std::fs::write(&config, format!("data_dir = {:?}\n[ingest]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n", data.display().to_string())).unwrap();
+    let stats = journeyd(&config, &["stats"]);
+    assert!(
+        String::from_utf8_lossy(&stats.stderr).contains("no hot store"),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+    assert!(!data.join("hot").exists(), "a failed stats creates nothing");
+    assert!(
+        journeyd(&config, &["device", "add", "--name", "first"])
+            .status
+            .success()
+    );
+    assert!(data.join("demo-enrolment-code").exists() && data.join("demo-admin-password").exists());
+    let server = ChildServer::start(dir.path());
+    let summary = server.command(&[
+        "replay",
+        "--json",
+        dir.path().join("journeyd.toml").to_str().unwrap(),
+    ]);
+    // A config file is no track: the replay names it and goes on; the enrolment code was found.
+    assert!(summary.contains("journeyd.toml"), "{summary}");
+}

@@ -615,7 +615,11 @@ impl Device {
                     }
                 }
                 Some(AckStatus::Rejected) => {
-                    tracing::warn!(seq, "record rejected for good; dropping it");
+                    tracing::debug!(
+                        device = self.credential().map(|c| c.device_id),
+                        seq,
+                        "record rejected for good (an impossible journey start or end time); dropping it"
+                    );
                     self.outbox.remove(seq)?;
                     report.rejected_records += 1;
                 }

@@ -19,6 +19,15 @@ impl std::fmt::Debug for Credential {
 
 impl Credential {
     /// The printable form, `jd1.<device id>.<64 hex digits>`, shown once at enrolment.
+    ///
+    /// ```
+    /// use journeyd_device::Credential;
+    ///
+    /// let c = Credential { device_id: 7, secret: [0xab; 32] };
+    /// let token = c.to_token();
+    /// assert!(token.starts_with("jd1.7."));
+    /// assert_eq!(Credential::parse(&token).unwrap(), c);
+    /// ```
     pub fn to_token(&self) -> String {
         format!("jd1.{}.{}", self.device_id, hex::encode(self.secret))
     }

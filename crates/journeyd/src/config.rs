@@ -208,7 +208,14 @@ impl JourneydConfig {
 
     /// Parses and checks a config text.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let config: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let hint = if e.to_string().contains("socket address") {
+                "\n(an address is a literal IP and port, e.g. \"127.0.0.1:4433\" or \"[::1]:4433\")"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("{e}{hint}")
+        })?;
         config.check()?;
         Ok(config)
     }

@@ -44,6 +44,7 @@ enum Command {
     Replay(ReplayArgs),
     /// What the hot store holds.
     Stats {
+        /// Print the figures as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -51,7 +52,9 @@ enum Command {
     Bench(BenchArgs),
     /// Write a set of generated journeys as CSV files into a folder, for demos.
     DemoTracks {
+        /// Folder to write the CSV files into.
         out: PathBuf,
+        /// How many devices (one file each).
         #[arg(long, default_value_t = 5)]
         devices: usize,
     },
@@ -136,42 +139,55 @@ struct ReplayArgs {
     /// Silence that splits a track into journeys.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     gap: Duration,
+    /// Files replayed at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Positions per batch (the server may ask for fewer).
     #[arg(long, default_value_t = 500)]
     batch: u32,
     /// How long each device keeps trying to reach the server before its file counts as failed
     /// (its unacked records stay in the state folder for the next replay).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
 }
 
 #[derive(clap::Args, Debug)]
 struct BenchArgs {
+    /// Simulated devices, each on its own QUIC connection.
     #[arg(long, default_value_t = 1000)]
     devices: usize,
+    /// Positions per batch.
     #[arg(long, default_value_t = 100)]
     batch: usize,
     /// Batches per second per device; 0 = as fast as acks come.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// How long to measure, after every device has connected.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// UDP sockets the simulated devices share.
     #[arg(long, default_value_t = 4)]
     client_endpoints: usize,
+    /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let cli_json = cli.log_json;
     init_logging(&cli.log, cli.log_json);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // With JSON logs the error is a log line too, for log collectors; on a terminal it
+            // is printed once.
+            if cli_json {
+                tracing::error!(error = format!("{e:#}"), "command failed");
+            }
             #[expect(clippy::print_stderr, reason = "the error is the command's answer")]
             {
                 eprintln!("error: {e:#}");
@@ -184,8 +200,10 @@ fn main() -> std::process::ExitCode {
 fn init_logging(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -208,6 +226,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Device(cmd) => device(&config, cmd),
         Command::User(cmd) => user(&config, cmd),
         Command::Stats { json } => {
+            anyhow::ensure!(
+                config.store_path().join("CURRENT").exists(),
+                "no hot store in {} (has journeyd serve run with this data_dir?)",
+                config.store_path().display()
+            );
             let store = HotStore::open_read_only(&config.store_path()).with_context(|| {
                 format!(
                     "opening {} (has journeyd serve run here?)",
@@ -320,22 +343,14 @@ fn loopback_of(addr: SocketAddr) -> SocketAddr {
 
 #[expect(clippy::print_stdout, reason = "printing is what these commands do")]
 fn device(config: &JourneydConfig, cmd: DeviceCommand) -> anyhow::Result<()> {
-    let store = HotStore::open(&StoreConfig::new(config.store_path()))
-        .with_context(|| format!("opening {} (stop journeyd serve first; devices can also enrol themselves with the enrolment code)", config.store_path().display()))?;
+    let creates = matches!(cmd, DeviceCommand::Add { .. });
+    let store = open_store_offline(config, creates)?;
     match cmd {
         DeviceCommand::Add { name, tenant } => {
-            let tenants = store.tenants()?;
-            let tenant = match tenant {
-                Some(n) => tenants
-                    .into_iter()
-                    .find(|t| t.name == n)
-                    .with_context(|| format!("no tenant named {n}"))?,
-                None => match tenants.len() {
-                    0 => store.create_tenant(&config.demo.tenant, serve::now_us())?.0,
-                    1 => tenants.into_iter().next().expect("one tenant"),
-                    _ => anyhow::bail!("several tenants: say which with --tenant"),
-                },
-            };
+            // Enrolling before the first serve sets up the demo tenant exactly as serve would,
+            // enrolment code and admin password files included.
+            serve::ensure_demo_tenant(config, &store, serve::now_us())?;
+            let tenant = only_tenant(&store, tenant.as_deref())?;
             let (record, secret) = store.add_device(tenant.id, &name, serve::now_us())?;
             let credential = journeyd_device::Credential {
                 device_id: record.id.0,
@@ -378,11 +393,18 @@ fn device(config: &JourneydConfig, cmd: DeviceCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_store_offline(config: &JourneydConfig) -> anyhow::Result<HotStore> {
-    HotStore::open(&StoreConfig::new(config.store_path())).with_context(|| {
+/// Opens the store for an offline command. Only commands that enrol may create it.
+fn open_store_offline(config: &JourneydConfig, may_create: bool) -> anyhow::Result<HotStore> {
+    let path = config.store_path();
+    anyhow::ensure!(
+        may_create || path.join("CURRENT").exists(),
+        "no hot store in {} (has journeyd serve run with this data_dir?)",
+        path.display()
+    );
+    HotStore::open(&StoreConfig::new(&path)).with_context(|| {
         format!(
             "opening {} (stop journeyd serve first, or use the query API)",
-            config.store_path().display()
+            path.display()
         )
     })
 }
@@ -398,13 +420,16 @@ fn only_tenant(
             .find(|t| t.name == n)
             .with_context(|| format!("no tenant named {n}")),
         None if tenants.len() == 1 => Ok(tenants.into_iter().next().expect("one tenant")),
+        None if tenants.is_empty() => {
+            anyhow::bail!("no tenant yet: start journeyd serve once, or enrol a device")
+        }
         None => anyhow::bail!("{} tenants: say which with --tenant", tenants.len()),
     }
 }
 
 #[expect(clippy::print_stdout, reason = "printing is what these commands do")]
 fn user(config: &JourneydConfig, cmd: UserCommand) -> anyhow::Result<()> {
-    let store = open_store_offline(config)?;
+    let store = open_store_offline(config, false)?;
     match cmd {
         UserCommand::Add {
             username,

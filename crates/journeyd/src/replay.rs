@@ -60,6 +60,10 @@ pub struct ReplaySummary {
     pub duplicates: u64,
     pub flagged: u64,
     pub refused: BTreeMap<String, u64>,
+    /// Records the server refused for good: journey starts or ends with impossible times (a
+    /// track whose times are placeholders, say). Their positions are counted above.
+    #[serde(default)]
+    pub records_rejected: u64,
     pub errors: Vec<FileError>,
 }
 
@@ -76,6 +80,7 @@ impl ReplaySummary {
         self.duplicates += r.duplicates;
         self.positions_acked += r.stored + r.duplicates;
         self.flagged += r.flagged;
+        self.records_rejected += r.rejected_records;
         for (reason, n) in &r.refused {
             *self.refused.entry(reason.name().to_owned()).or_default() += n;
         }
@@ -93,6 +98,7 @@ impl ReplaySummary {
         self.stored += o.stored;
         self.duplicates += o.duplicates;
         self.flagged += o.flagged;
+        self.records_rejected += o.records_rejected;
         for (k, v) in o.refused {
             *self.refused.entry(k).or_default() += v;
         }
@@ -123,6 +129,12 @@ impl ReplaySummary {
         );
         for (reason, n) in &self.refused {
             s.push_str(&format!("  refused {reason}: {n}\n"));
+        }
+        if self.records_rejected > 0 {
+            s.push_str(&format!(
+                "  journey starts/ends rejected (impossible times): {}\n",
+                self.records_rejected
+            ));
         }
         for e in &self.errors {
             s.push_str(&format!("  error: {}: {}\n", e.file, e.error));

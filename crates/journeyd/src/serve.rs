@@ -149,7 +149,13 @@ fn close_store(writer: &Writer, store: &HotStore) {
     store.stop_background_work();
 }
 
-fn ensure_demo_tenant(config: &JourneydConfig, store: &HotStore, now: i64) -> anyhow::Result<()> {
+/// On a store without tenants, creates the demo tenant and its admin, and writes the enrolment
+/// code and admin password files. Does nothing when disabled or when a tenant exists.
+pub fn ensure_demo_tenant(
+    config: &JourneydConfig,
+    store: &HotStore,
+    now: i64,
+) -> anyhow::Result<()> {
     if !config.demo.enabled || !store.tenants()?.is_empty() {
         return Ok(());
     }

@@ -19,6 +19,15 @@ impl OptionalFields {
 /// A GPS fix: 48 bytes, plain numbers only, so validating an archived batch costs the same
 /// whatever it holds.
 ///
+/// ```
+/// use journeyd_wire::Position;
+///
+/// // 2024-03-10T12:00:00.123456Z in Westminster, 4.5 m accuracy, no speed reported.
+/// let p = Position::new(1_710_072_000_123_456, 51.5007, -0.1246).with_accuracy(4.5);
+/// assert_eq!(p.accuracy(), Some(4.5));
+/// assert_eq!(p.speed(), None);
+/// ```
+///
 /// Latitude and longitude are WGS 84 degrees as f64 (no precision lost to fixed point). The
 /// optional fields are present only where their bit is set in `fields`; absent ones are zero.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
