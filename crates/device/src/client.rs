@@ -159,6 +159,28 @@ impl std::fmt::Debug for Device {
     }
 }
 
+/// A client endpoint on a UDP socket with large buffers, so that a burst of acks is not dropped
+/// (the kernel caps the size at `net.core.rmem_max`).
+pub fn client_endpoint(bind: SocketAddr) -> std::io::Result<Endpoint> {
+    let domain = if bind.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    socket.set_recv_buffer_size(4 << 20).ok();
+    socket.set_send_buffer_size(4 << 20).ok();
+    socket.bind(&bind.into())?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for quinn"))?;
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket.into(),
+        runtime,
+    )
+}
+
 /// The rustls side of a device connection: TLS 1.3, ALPN `journeyd/1`, no early data.
 pub fn client_crypto(
     trust: &[CertificateDer<'static>],
@@ -217,7 +239,7 @@ impl Device {
                 }
                 .parse()
                 .expect("literal socket address");
-                Endpoint::client(bind).map_err(io)?
+                client_endpoint(bind).map_err(io)?
             }
         };
         Ok(Self {

@@ -18,7 +18,7 @@ mod credential;
 mod error;
 mod outbox;
 
-pub use client::{Device, DeviceConfig, FlushReport, client_crypto};
+pub use client::{Device, DeviceConfig, FlushReport, client_crypto, client_endpoint};
 pub use credential::{Credential, Identity, parse_code};
 pub use error::DeviceError;
 pub use outbox::Outbox;

@@ -13,5 +13,5 @@ pub mod tls;
 pub use error::IngestError;
 pub use server::{
     Clock, IngestConfig, IngestServer, IngestStats, LATENCY_BOUNDS_US, LatencyHistogram,
-    system_clock,
+    UDP_BUFFER_BYTES, system_clock, udp_socket,
 };

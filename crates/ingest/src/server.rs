@@ -14,6 +14,29 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::{IngestError, connection};
 
+/// Socket buffer size asked for on the UDP socket (the kernel caps it at `net.core.rmem_max`).
+/// Thousands of connections bursting at once overflow the default (about 200 KiB) and every
+/// datagram dropped there costs a QUIC loss-recovery timeout.
+pub const UDP_BUFFER_BYTES: usize = 8 << 20;
+
+/// A UDP socket bound to `addr` with large send and receive buffers.
+pub fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false).ok();
+    }
+    // Best effort: a kernel that refuses keeps its default.
+    socket.set_recv_buffer_size(buffer_bytes).ok();
+    socket.set_send_buffer_size(buffer_bytes).ok();
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// Where "now" comes from: the system clock, or a test's.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
@@ -206,11 +229,20 @@ impl IngestServer {
             ))
             .send_window(256 * 1024);
         server_config.transport_config(Arc::new(transport));
-        let endpoint =
-            Endpoint::server(server_config, config.listen).map_err(|source| IngestError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let bind_err = |source| IngestError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let socket = udp_socket(config.listen, UDP_BUFFER_BYTES).map_err(bind_err)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| IngestError::Tls("no async runtime for quinn".into()))?;
+        let endpoint = Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            runtime,
+        )
+        .map_err(bind_err)?;
         let shared = Arc::new(Shared {
             store,
             writer,

@@ -176,7 +176,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
 
     let bind: SocketAddr = "127.0.0.1:0".parse()?;
     let endpoints: Vec<quinn::Endpoint> = (0..opts.client_endpoints.max(1))
-        .map(|_| quinn::Endpoint::client(bind))
+        .map(|_| journeyd_device::client_endpoint(bind))
         .collect::<Result<_, _>>()?;
 
     // Enrol and connect every device first, so the measured window is steady load only.
