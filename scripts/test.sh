@@ -6,11 +6,11 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 scripts/install-deps.sh
 
-# Outside readers the interop tests use: pyarrow (Parquet) and geojson.
-if ! python3 -c "import pyarrow, geojson" >/dev/null 2>&1; then
-    echo "installing pyarrow and geojson" >&2
-    python3 -m pip install --quiet --disable-pip-version-check pyarrow geojson 2>/dev/null ||
-        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages pyarrow geojson
+# Outside readers the interop tests use: pyarrow (Parquet), geojson and gpxpy.
+if ! python3 -c "import pyarrow, geojson, gpxpy" >/dev/null 2>&1; then
+    echo "installing pyarrow, geojson and gpxpy" >&2
+    python3 -m pip install --quiet --disable-pip-version-check pyarrow geojson gpxpy 2>/dev/null ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages pyarrow geojson gpxpy
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

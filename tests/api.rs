@@ -1316,4 +1316,128 @@ async fn exports_are_read_by_outside_readers() {
         &path,
     );
     assert_eq!(out.trim(), "True FeatureCollection 30");
+
+    let (_, _, gpx) = api
+        .call(
+            "GET",
+            &format!("/api/v1/devices/{}/journeys/5/export/gpx", id.0),
+            Some(&token),
+            None,
+        )
+        .await;
+    let path = dir.path().join("export.gpx");
+    std::fs::write(&path, &gpx).unwrap();
+    let out = python(
+        "import sys, gpxpy\n\
+         g = gpxpy.parse(open(sys.argv[1]))\n\
+         p = g.tracks[0].segments[0].points\n\
+         print(g.version, len(p), p[0].time.isoformat())",
+        &path,
+    );
+    assert_eq!(
+        out.trim(),
+        "1.1 30 2024-03-10T12:00:00.123456+00:00",
+        "gpxpy reads the GPX"
+    );
+}
+
+/// Compares an answer with its snapshot in tests/snapshots/NAME.json; `JOURNEYD_BLESS=1`
+/// writes the snapshot instead. Keys named in `volatile` are replaced by "<volatile>" first.
+fn assert_snapshot(name: &str, mut value: Value, volatile: &[&str]) {
+    fn scrub(v: &mut Value, volatile: &[&str]) {
+        match v {
+            Value::Object(map) => {
+                for (k, inner) in map.iter_mut() {
+                    if volatile.contains(&k.as_str()) {
+                        *inner = json!("<volatile>");
+                    } else {
+                        scrub(inner, volatile);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| scrub(i, volatile)),
+            _ => {}
+        }
+    }
+    scrub(&mut value, volatile);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../tests/snapshots/{name}.json"));
+    let text = serde_json::to_string_pretty(&value).unwrap() + "\n";
+    if std::env::var_os("JOURNEYD_BLESS").is_some() {
+        std::fs::write(&path, &text).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with JOURNEYD_BLESS=1 to write it)",
+            path.display()
+        )
+    });
+    assert_eq!(text, expected, "answer {name} differs from its snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_of_representative_answers() {
+    let ts = TestServer::start();
+    let start = at("2026-06-01T08:00:00Z");
+    let mut positions: Vec<Position> = ramp(start, 12, 30, 59.9, 2e-4)
+        .into_iter()
+        .map(|p| p.with_speed(7.5))
+        .collect();
+    positions.extend(ramp(start + 1_800 * SECOND, 8, 30, 59.9024, 0.0));
+    positions[4] = Position::new(positions[4].fix_time_us, 0.0, 0.0);
+    let id = journey(&ts, "snapshot-van", 1_780_000_000_000_000, &positions).await;
+    let (api, token) = reporter(&ts).await;
+    let j = 1_780_000_000_000_000u64;
+    let volatile = ["device", "created_at"];
+    let (_, details) = api
+        .json(
+            "GET",
+            &format!("/api/v1/devices/{}/journeys/{j}", id.0),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_snapshot("journey", details, &volatile);
+    let (_, summary) = api
+        .json(
+            "GET",
+            &format!("/api/v1/devices/{}/journeys/{j}/summary", id.0),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_snapshot("summary", summary, &volatile);
+    let (_, mut track) = api
+        .json(
+            "GET",
+            &format!("/api/v1/devices/{}/journeys/{j}/track", id.0),
+            Some(&token),
+            None,
+        )
+        .await;
+    track["positions"].as_array_mut().unwrap().truncate(6);
+    assert_snapshot("track", track, &volatile);
+    let (_, day) = api
+        .json(
+            "GET",
+            &format!("/api/v1/devices/{}/days/2026-06-01", id.0),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_snapshot("day", day, &volatile);
+    let (_, error) = api
+        .json("GET", "/api/v1/journeys?from=soon", Some(&token), None)
+        .await;
+    assert_snapshot("error", error, &volatile);
+    let (_, login) = api
+        .json(
+            "POST",
+            "/api/v1/login",
+            None,
+            Some(json!({"tenant": "demo", "username": "rita", "password": PASSWORD})),
+        )
+        .await;
+    assert_snapshot("login", login, &["token", "expires_at"]);
 }
