@@ -6,6 +6,15 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 scripts/install-deps.sh
 
+# xmllint checks GPX exports against the GPX 1.1 schema.
+if ! command -v xmllint >/dev/null 2>&1; then
+    echo "installing libxml2-utils" >&2
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libxml2-utils >/dev/null
+fi
+
 # Outside readers the interop tests use: pyarrow (Parquet), geojson and gpxpy.
 if ! python3 -c "import pyarrow, geojson, gpxpy" >/dev/null 2>&1; then
     echo "installing pyarrow, geojson and gpxpy" >&2

@@ -78,7 +78,9 @@ impl Format {
                     .iter()
                     .filter(|p| p.quality().is_usable_for_track())
                 {
-                    let _ = write!(out, "<trkpt lat=\"{}\" lon=\"{}\">", p.lat, p.lon);
+                    // GPX longitudes are -180 <= lon < 180: the antimeridian is written as -180.
+                    let lon = if p.lon == 180.0 { -180.0 } else { p.lon };
+                    let _ = write!(out, "<trkpt lat=\"{}\" lon=\"{lon}\">", p.lat);
                     if let Some(e) = p.altitude() {
                         let _ = write!(out, "<ele>{e}</ele>");
                     }
