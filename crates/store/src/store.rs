@@ -91,6 +91,12 @@ impl HotStore {
             let mut o = Options::default();
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             o.set_write_buffer_size(config.write_buffer_bytes);
+            // Every record looks its sequence number up before it is written; a bloom filter
+            // answers "not stored" without reading a block.
+            let mut table = rocksdb::BlockBasedOptions::default();
+            table.set_bloom_filter(10.0, false);
+            table.set_cache_index_and_filter_blocks(true);
+            o.set_block_based_table_factory(&table);
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&opts, &config.path, cfs)?;

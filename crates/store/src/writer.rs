@@ -187,7 +187,7 @@ fn run(store: &HotStore, rx: &Receiver<WriteRequest>, config: WriterConfig, stat
         }
         let started = Instant::now();
         let n = group.len();
-        match commit(store, &mut cache, &group) {
+        match commit(store, &mut cache, &mut group) {
             Ok(outcomes) => {
                 let positions: u64 = outcomes.iter().flatten().map(|o| o.stored as u64).sum();
                 stats.groups.fetch_add(1, Ordering::Relaxed);
@@ -276,7 +276,7 @@ fn prepare(
     store: &HotStore,
     cache: &MetaCache,
     staged: &Staged,
-    req: &WriteRequest,
+    req: &mut WriteRequest,
 ) -> Result<Prepared, StoreError> {
     let seq_key = keys::seq_key(req.device, req.seq);
     if staged.seqs.contains(&seq_key)
@@ -303,7 +303,7 @@ fn prepare(
     let mut outcome = WriteOutcome::default();
     let mut fresh = None;
     let mut newest = None;
-    match &req.record {
+    match &mut req.record {
         Record::JourneyStart(m) => {
             meta.started_us = Some(meta.started_us.map_or(m.at_us, |v| v.min(m.at_us)))
         }
@@ -311,17 +311,18 @@ fn prepare(
             meta.ended_us = Some(meta.ended_us.map_or(m.at_us, |v| v.max(m.at_us)))
         }
         Record::Batch { validated, .. } => {
-            let kept = &validated.kept;
+            // The writer owns the request now: its positions move into the chunk, uncopied.
+            let kept = std::mem::take(&mut validated.kept);
+            let offered = kept.len();
             let positions: Vec<Position> = if kept.iter().any(|p| meta.may_hold(p.fix_time_us)) {
                 let held = held_fix_times(store, &jkey, &staged.chunks)?;
-                kept.iter()
+                kept.into_iter()
                     .filter(|p| !held.contains(&p.fix_time_us))
-                    .copied()
                     .collect()
             } else {
-                kept.clone()
+                kept
             };
-            outcome.duplicates = (kept.len() - positions.len()) as u32;
+            outcome.duplicates = (offered - positions.len()) as u32;
             if let (Some(first), Some(last)) = (positions.first(), positions.last()) {
                 let flagged = positions.iter().filter(|p| p.quality != 0).count() as u32;
                 meta.add_batch(
@@ -366,14 +367,14 @@ fn prepare(
 fn commit(
     store: &HotStore,
     cache: &mut MetaCache,
-    group: &[WriteRequest],
+    group: &mut [WriteRequest],
 ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
     let mut batch = WriteBatch::default();
     let mut staged = Staged::default();
     let mut outcomes = Vec::with_capacity(group.len());
     let mut buf = Vec::new();
 
-    for req in group {
+    for req in group.iter_mut() {
         let (seq_key, journey, jkey, meta, fresh, newest, outcome) = match prepare(
             store, cache, &staged, req,
         ) {
