@@ -129,6 +129,7 @@ async fn role_matrix_over_every_endpoint() {
         format!("/api/v1/devices/{d}/journeys/7/export/gpx"),
         format!("/api/v1/devices/{d}/journeys/7/export/geojson"),
         format!("/api/v1/devices/{d}/journeys/7/export/csv"),
+        format!("/api/v1/devices/{d}/journeys/7/export/parquet"),
         format!("/api/v1/devices/{d}/export/csv"),
         format!("/api/v1/devices/{d}/days/2026-01-01"),
         "/api/v1/live".to_string(),
@@ -179,7 +180,13 @@ async fn role_matrix_over_every_endpoint() {
             "/api/v1/devices".to_string(),
             json!({"name": "new phone"}),
         ),
+        ("POST", format!("/api/v1/devices/{d}/block"), json!({})),
         ("POST", format!("/api/v1/devices/{d}/unblock"), json!({})),
+        (
+            "POST",
+            "/api/v1/sources/10.1.2.3/unlock".to_string(),
+            json!({}),
+        ),
         (
             "POST",
             "/api/v1/users".to_string(),
@@ -273,6 +280,7 @@ async fn tenants_are_isolated_on_every_endpoint() {
     for path in [
         format!("/api/v1/devices/{bd}/block"),
         format!("/api/v1/devices/{bd}/unblock"),
+        "/api/v1/users/bob/unlock".to_string(),
     ] {
         assert_eq!(
             api.json("POST", &path, Some(&admin_a), Some(json!({})))
