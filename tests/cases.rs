@@ -736,3 +736,25 @@ async fn malformed_frames_close_with_a_reason() {
         .unwrap();
     assert_eq!(d.flush().await.unwrap().stored, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn positions_outside_journeys_follow_the_company_policy() {
+    let ts = TestServer::start();
+    let t = minute_ago(20);
+    // Default policy: tracking only during journeys. Journey 0 means "no journey".
+    let (mut d, id) = ts.device("policy-journeys");
+    d.record(0, &[Position::new(t, 1.0, 1.0)]).unwrap();
+    d.record(5, &[Position::new(t + SECOND, 1.0, 1.0)]).unwrap();
+    let r = d.flush().await.unwrap();
+    assert_eq!((r.rejected_records, r.stored), (1, 1));
+    assert_eq!(ts.positions(id).len(), 1);
+
+    let tenant = ts.tenant();
+    let mut policy = ts.store().tenant(tenant).unwrap().unwrap().policy;
+    policy.tracking = "always".into();
+    ts.store().set_policy(tenant, policy).unwrap();
+    let (mut d, id) = ts.device("policy-always");
+    d.record(0, &[Position::new(t, 1.0, 1.0)]).unwrap();
+    assert_eq!(d.flush().await.unwrap().stored, 1);
+    assert_eq!(ts.positions(id).len(), 1);
+}

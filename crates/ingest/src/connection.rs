@@ -75,6 +75,7 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
     let mut session = ServerSession::new(shared.config.limits, shared.config.rules);
     let in_flight = Arc::new(Semaphore::new(shared.config.limits.max_in_flight as usize));
     let mut device: Option<DeviceRecord> = None;
+    let mut journeys_only = false;
     let mut header_buf = [0u8; HEADER_LEN];
     let mut body = AlignedVec::<16>::new();
 
@@ -168,6 +169,7 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
                     Ok(Ok(record)) => {
                         let _ = ack_tx.send(session.authenticated(device_id, now));
                         open(conn, shared, &record);
+                        journeys_only = tracks_only_journeys(shared, &record);
                         device = Some(record);
                     }
                     Ok(Err(failure)) => {
@@ -197,6 +199,7 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
                         let _ = ack_tx.send(frame::encode_frame(FrameKind::Enrolled, 0, &enrolled));
                         let _ = ack_tx.send(session.authenticated(record.id.0, now));
                         open(conn, shared, &record);
+                        journeys_only = tracks_only_journeys(shared, &record);
                         device = Some(record);
                     }
                     Ok(None) => {
@@ -236,6 +239,12 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
                     );
                     break;
                 };
+                // A company that tracks only during journeys takes no positions outside one
+                // (journey 0): the device is told so and drops them (read at connection time).
+                if journeys_only && matches!(&record, Record::Batch { journey: 0, .. }) {
+                    let _ = ack_tx.send(session::ack_rejected(seq));
+                    continue;
+                }
                 // Waiting here for a free slot stops reading the stream, so QUIC flow control
                 // pushes back on the device.
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -246,6 +255,15 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
         }
     }
     device.map(|d| d.id)
+}
+
+/// Whether the device's company tracks only during journeys (its policy, read once per
+/// connection).
+fn tracks_only_journeys(shared: &Shared, record: &DeviceRecord) -> bool {
+    match shared.store.tenant(record.tenant) {
+        Ok(Some(t)) => t.policy.tracking == "journeys",
+        _ => true,
+    }
 }
 
 fn open(conn: &Connection, shared: &Shared, record: &DeviceRecord) {

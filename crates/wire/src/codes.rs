@@ -14,8 +14,9 @@ pub enum AckStatus {
     /// Not stored: the batch holds more positions than `max_batch_positions`. Split it into
     /// batches of at most that many positions, under new sequence numbers, and send those.
     SplitAndResend = 2,
-    /// Not stored and never will be (a journey start or end with an impossible time). Delete
-    /// it; resending gives the same answer.
+    /// Not stored and never will be (a journey start or end with an impossible time, or
+    /// positions outside a journey when the company tracks only during journeys). Delete it;
+    /// resending gives the same answer.
     Rejected = 3,
 }
 
