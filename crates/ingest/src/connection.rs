@@ -37,6 +37,17 @@ pub(crate) async fn serve(conn: Connection, shared: Arc<Shared>) {
     stats.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
+fn close_with(conn: &Connection, shared: &Shared, code: CloseCode, reason: impl Into<String>) {
+    close(
+        conn,
+        shared,
+        &Close {
+            code,
+            reason: reason.into(),
+        },
+    );
+}
+
 fn close(conn: &Connection, shared: &Shared, c: &Close) {
     if matches!(
         c.code,
@@ -58,13 +69,11 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
             Ok(Ok(streams)) => streams,
             Ok(Err(_)) => return None,
             Err(_) => {
-                close(
+                close_with(
                     conn,
                     shared,
-                    &Close {
-                        code: CloseCode::HelloTimeout,
-                        reason: "no stream opened in time".into(),
-                    },
+                    CloseCode::HelloTimeout,
+                    "no stream opened in time",
                 );
                 return None;
             }
@@ -86,14 +95,7 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
         let read = match within(deadline, recv.read_exact(&mut header_buf)).await {
             Some(r) => r,
             None => {
-                close(
-                    conn,
-                    shared,
-                    &Close {
-                        code: CloseCode::HelloTimeout,
-                        reason: "no hello in time".into(),
-                    },
-                );
+                close_with(conn, shared, CloseCode::HelloTimeout, "no hello in time");
                 break;
             }
         };
@@ -103,14 +105,7 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
         let header = match FrameHeader::decode(&header_buf) {
             Ok(h) => h,
             Err(e) => {
-                close(
-                    conn,
-                    shared,
-                    &Close {
-                        code: CloseCode::MalformedFrame,
-                        reason: e.to_string(),
-                    },
-                );
+                close_with(conn, shared, CloseCode::MalformedFrame, e.to_string());
                 break;
             }
         };
@@ -140,14 +135,7 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
             Some(Ok(())) => {}
             Some(Err(_)) => break,
             None => {
-                close(
-                    conn,
-                    shared,
-                    &Close {
-                        code: CloseCode::HelloTimeout,
-                        reason: "no hello in time".into(),
-                    },
-                );
+                close_with(conn, shared, CloseCode::HelloTimeout, "no hello in time");
                 break;
             }
         }
@@ -168,8 +156,7 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
                 match shared.store.authenticate(DeviceId(device_id), &secret) {
                     Ok(Ok(record)) => {
                         let _ = ack_tx.send(session.authenticated(device_id, now));
-                        open(conn, shared, &record);
-                        journeys_only = tracks_only_journeys(shared, &record);
+                        journeys_only = open(conn, shared, &record);
                         device = Some(record);
                     }
                     Ok(Err(failure)) => {
@@ -177,13 +164,11 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
                         break;
                     }
                     Err(e) => {
-                        close(
+                        close_with(
                             conn,
                             shared,
-                            &Close {
-                                code: CloseCode::Busy,
-                                reason: format!("store unavailable: {e}"),
-                            },
+                            CloseCode::Busy,
+                            format!("store unavailable: {e}"),
                         );
                         break;
                     }
@@ -198,30 +183,25 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
                         };
                         let _ = ack_tx.send(frame::encode_frame(FrameKind::Enrolled, 0, &enrolled));
                         let _ = ack_tx.send(session.authenticated(record.id.0, now));
-                        open(conn, shared, &record);
-                        journeys_only = tracks_only_journeys(shared, &record);
+                        journeys_only = open(conn, shared, &record);
                         device = Some(record);
                     }
                     Ok(None) => {
                         shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-                        close(
+                        close_with(
                             conn,
                             shared,
-                            &Close {
-                                code: CloseCode::BadCredential,
-                                reason: "unknown enrolment code".into(),
-                            },
+                            CloseCode::BadCredential,
+                            "unknown enrolment code",
                         );
                         break;
                     }
                     Err(e) => {
-                        close(
+                        close_with(
                             conn,
                             shared,
-                            &Close {
-                                code: CloseCode::Busy,
-                                reason: format!("store unavailable: {e}"),
-                            },
+                            CloseCode::Busy,
+                            format!("store unavailable: {e}"),
                         );
                         break;
                     }
@@ -229,13 +209,11 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
             }
             SessionEvent::Store { seq, record } => {
                 let Some(dev) = &device else {
-                    close(
+                    close_with(
                         conn,
                         shared,
-                        &Close {
-                            code: CloseCode::ProtocolViolation,
-                            reason: "record before hello".into(),
-                        },
+                        CloseCode::ProtocolViolation,
+                        "record before hello",
                     );
                     break;
                 };
@@ -257,16 +235,9 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
     device.map(|d| d.id)
 }
 
-/// Whether the device's company tracks only during journeys (its policy, read once per
-/// connection).
-fn tracks_only_journeys(shared: &Shared, record: &DeviceRecord) -> bool {
-    match shared.store.tenant(record.tenant) {
-        Ok(Some(t)) => t.policy.tracking == "journeys",
-        _ => true,
-    }
-}
-
-fn open(conn: &Connection, shared: &Shared, record: &DeviceRecord) {
+/// Registers an authenticated connection so a block reaches it. Returns whether the device's
+/// company tracks only during journeys (its policy, read once per connection).
+fn open(conn: &Connection, shared: &Shared, record: &DeviceRecord) -> bool {
     tracing::Span::current().record("device", record.id.0);
     tracing::debug!(tenant = record.tenant.0, "device authenticated");
     shared
@@ -276,6 +247,10 @@ fn open(conn: &Connection, shared: &Shared, record: &DeviceRecord) {
         .entry(record.id)
         .or_default()
         .push(conn.clone());
+    match shared.store.tenant(record.tenant) {
+        Ok(Some(t)) => t.policy.tracking == "journeys",
+        _ => true,
+    }
 }
 
 fn refuse_auth(conn: &Connection, shared: &Shared, failure: AuthFailure, device_id: u64) {
