@@ -42,6 +42,8 @@ pub struct BenchReport {
     pub server_peak_rss_mib: f64,
     pub server_cpu_seconds: f64,
     pub disk_bytes_per_position: f64,
+    /// Server resident memory grown per connected, idle device (connections, TLS, tasks, state).
+    pub server_kib_per_idle_device: f64,
     pub failed_devices: usize,
 }
 
@@ -52,6 +54,7 @@ impl BenchReport {
              acked positions/s  {:.0}  ({} acked)\n\
              ack latency ms     p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n\
              server             peak RSS {:.1} MiB  CPU {:.1} s  disk {:.1} bytes/position\n\
+             idle device        {:.1} KiB of server memory each, connected and authenticated\n\
              failed devices     {}\n",
             self.devices,
             self.batch_positions,
@@ -65,6 +68,7 @@ impl BenchReport {
             self.server_peak_rss_mib,
             self.server_cpu_seconds,
             self.disk_bytes_per_position,
+            self.server_kib_per_idle_device,
             self.failed_devices
         )
     }
@@ -125,6 +129,17 @@ fn start_child(exe: &Path) -> anyhow::Result<ChildServer> {
     }
 }
 
+/// Resident memory (VmRSS) of a process now, KiB.
+fn current_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Peak resident memory (VmHWM) and CPU seconds of a process, from /proc.
 pub fn process_usage(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -180,6 +195,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         .collect::<Result<_, _>>()?;
 
     // Enrol and connect every device first, so the measured window is steady load only.
+    let rss_before_connect = current_rss_kib(server.child.id());
     let mut devices = Vec::with_capacity(opts.devices);
     for i in 0..opts.devices {
         let mut config = DeviceConfig::new(server.addr, trust.clone());
@@ -203,6 +219,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     for c in connects {
         ready.push(c.await??);
     }
+    // Every device is connected, authenticated and idle now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_connected = current_rss_kib(server.child.id());
+    let per_device_kib =
+        rss_connected.saturating_sub(rss_before_connect) as f64 / opts.devices.max(1) as f64;
 
     let started = Instant::now();
     let deadline = started + opts.duration;
@@ -242,6 +263,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         ack_max_ms: ms(hist.max()),
         server_peak_rss_mib: rss,
         server_cpu_seconds: cpu,
+        server_kib_per_idle_device: per_device_kib,
         disk_bytes_per_position: if acked > 0 {
             disk as f64 / acked as f64
         } else {
