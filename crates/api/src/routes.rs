@@ -445,12 +445,22 @@ async fn device_day(
     let day = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d")
         .map_err(|e| ApiError::BadRequest(format!("date: {e}; expected YYYY-MM-DD")))?;
     let (start, end) = local_day_bounds(tz, day)?;
-    let positions: Vec<Position> = state
-        .store
-        .device_positions(d.tenant, d.id)?
-        .into_iter()
-        .filter(|p| p.fix_time_us >= start && p.fix_time_us < end)
-        .collect();
+    // Only the journeys that touch the day are read, not the device's whole history.
+    let mut positions: Vec<Position> = Vec::new();
+    for (j, m) in state.store.journeys(d.tenant, d.id)? {
+        if let (Some(first), Some(last)) = (m.first_fix_us, m.last_fix_us)
+            && last >= start
+            && first < end
+        {
+            positions.extend(
+                state
+                    .store
+                    .track_between(d.tenant, d.id, j, start, end - 1)?,
+            );
+        }
+    }
+    // Journeys may overlap in time; the day reads in fix-time order.
+    positions.sort_by_key(|p| p.fix_time_us);
     let summary = report::summarize(&positions, &rules(&state));
     Ok(Json(json!({
         "device": d.id.0,
