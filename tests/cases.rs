@@ -534,13 +534,13 @@ async fn c23_out_of_range() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn e31_keepalive_versus_idle_timeout() {
-    let ts = TestServer::start_with(|c| c.ingest.idle_timeout = Duration::from_secs(1));
+    let ts = TestServer::start_with(|c| c.ingest.idle_timeout = Duration::from_secs(3));
     let (mut d, id) = ts.device("dev-E31");
     let t = minute_ago(10);
     d.record(1, &[Position::new(t, 1.0, 1.0)]).unwrap();
     assert_eq!(d.flush().await.unwrap().connects, 1);
-    // The device pauses for four idle timeouts mid-journey.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The device pauses for three idle timeouts mid-journey.
+    tokio::time::sleep(Duration::from_secs(9)).await;
     d.record(1, &[Position::new(t + SECOND, 1.0, 1.0)]).unwrap();
     let r = d.flush().await.unwrap();
     assert_eq!(r.stored, 1, "the next batch is delivered once");
