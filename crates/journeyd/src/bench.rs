@@ -25,6 +25,8 @@ pub struct BenchOptions {
     pub duration: Duration,
     /// Client UDP sockets the devices share.
     pub client_endpoints: usize,
+    /// Also run the raw storage ceiling in the same run, and print the ratio.
+    pub baselines: bool,
 }
 
 /// The figures of one run.
@@ -45,6 +47,68 @@ pub struct BenchReport {
     /// Server resident memory grown per connected, idle device (connections, TLS, tasks, state).
     pub server_kib_per_idle_device: f64,
     pub failed_devices: usize,
+    /// The raw storage ceiling of the same run, when asked for.
+    pub baseline: Option<RawStoreBaseline>,
+}
+
+/// A plain RocksDB loop writing the same chunks a batch per value with a synced WAL, from
+/// several writer threads (RocksDB groups their syncs), with nothing else on the machine's cores.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawStoreBaseline {
+    pub writers: usize,
+    pub positions_per_sec: f64,
+    /// journeyd's acked positions per second divided by this.
+    pub journeyd_ratio: f64,
+}
+
+/// Runs the raw storage ceiling for `duration` in a temporary folder.
+pub fn raw_store_baseline(writers: usize, batch: usize, duration: Duration) -> anyhow::Result<f64> {
+    let dir = std::env::temp_dir().join(format!("journeyd-raw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = std::sync::Arc::new(journeyd_store::HotStore::open(
+        &journeyd_store::StoreConfig::new(&dir),
+    )?);
+    let deadline = Instant::now() + duration;
+    let threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let db = db.clone();
+            std::thread::spawn(move || -> anyhow::Result<u64> {
+                let mut written = 0u64;
+                let mut buf = Vec::new();
+                let mut k = 0u64;
+                let t0 = crate::serve::now_us() - 3_600_000_000;
+                while Instant::now() < deadline {
+                    let ps: Vec<Position> = (0..batch)
+                        .map(|i| {
+                            Position::new(
+                                t0 + (k * batch as u64 + i as u64) as i64 * 1000,
+                                50.0,
+                                8.0,
+                            )
+                        })
+                        .collect();
+                    journeyd_store::chunk::encode(&ps, t0, &mut buf);
+                    let mut key = [0u8; 16];
+                    key[..8].copy_from_slice(&(w as u64).to_be_bytes());
+                    key[8..].copy_from_slice(&k.to_be_bytes());
+                    db.raw_put_synced(&key, &buf)?;
+                    written += batch as u64;
+                    k += 1;
+                }
+                Ok(written)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in threads {
+        total += t
+            .join()
+            .map_err(|_| anyhow::anyhow!("baseline writer panicked"))??;
+    }
+    db.stop_background_work();
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(total as f64 / duration.as_secs_f64())
 }
 
 impl BenchReport {
@@ -70,7 +134,16 @@ impl BenchReport {
             self.disk_bytes_per_position,
             self.server_kib_per_idle_device,
             self.failed_devices
-        )
+        ) + &self
+            .baseline
+            .as_ref()
+            .map(|b| {
+                format!(
+                    "baseline           raw RocksDB batch-per-value loop, synced, {} writers: {:.0} positions/s; journeyd = {:.2} x baseline\n",
+                    b.writers, b.positions_per_sec, b.journeyd_ratio
+                )
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -270,6 +343,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
             0.0
         },
         failed_devices: failed,
+        baseline: None,
     })
 }
 

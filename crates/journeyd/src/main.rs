@@ -171,6 +171,10 @@ struct BenchArgs {
     /// UDP sockets the simulated devices share.
     #[arg(long, default_value_t = 4)]
     client_endpoints: usize,
+    /// Also run the raw storage ceiling (a plain RocksDB loop, same records and sync policy)
+    /// in the same run and print journeyd's ratio to it.
+    #[arg(long)]
+    baselines: bool,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
@@ -272,8 +276,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 rate: args.rate,
                 duration: args.duration,
                 client_endpoints: args.client_endpoints,
+                baselines: args.baselines,
             };
-            let report = runtime()?.block_on(bench::run(opts))?;
+            let baselines = opts.baselines;
+            let (duration, devices, batch) = (opts.duration, opts.devices, opts.batch_positions);
+            let mut report = runtime()?.block_on(bench::run(opts))?;
+            if baselines {
+                let writers = devices.clamp(1, 64);
+                let raw = bench::raw_store_baseline(writers, batch, duration)?;
+                report.baseline = Some(bench::RawStoreBaseline {
+                    writers,
+                    positions_per_sec: raw,
+                    journeyd_ratio: report.acked_positions_per_sec / raw,
+                });
+            }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -307,6 +307,14 @@ impl HotStore {
         Ok(s)
     }
 
+    /// One synced put into the chunks column family, outside the writer: for the raw storage
+    /// baseline of `journeyd bench`.
+    pub fn raw_put_synced(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.db
+            .put_cf_opt(self.cf(CF_CHUNKS), key, value, &self.sync_write)?;
+        Ok(())
+    }
+
     /// Figures RocksDB keeps about itself, for metrics.
     pub fn engine_stats(&self) -> Result<EngineStats, StoreError> {
         let mut e = EngineStats::default();
