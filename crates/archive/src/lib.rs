@@ -44,6 +44,26 @@ pub enum ArchiveError {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    #[error("not journeyd's Parquet schema v1: column {column} is not {expected}")]
+    Schema {
+        column: usize,
+        expected: &'static str,
+    },
+}
+
+fn column<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    i: usize,
+    expected: &'static str,
+) -> Result<&'a T, ArchiveError> {
+    batch
+        .columns()
+        .get(i)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or(ArchiveError::Schema {
+            column: i,
+            expected,
+        })
 }
 
 /// The Arrow schema of version 1.
@@ -172,46 +192,18 @@ pub fn read_positions(bytes: bytes::Bytes) -> Result<Vec<(u64, u64, Position)>, 
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch?;
-        let col = |i: usize| batch.column(i).clone();
-        let device = col(0);
-        let device = device
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .expect("schema v1 column 0 is UInt64");
-        let journey = col(1);
-        let journey = journey
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .expect("schema v1 column 1 is UInt64");
-        let time = col(2);
-        let time = time
-            .as_any()
-            .downcast_ref::<TimestampMicrosecondArray>()
-            .expect("schema v1 column 2 is a timestamp");
-        let lat = col(3);
-        let lat = lat
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .expect("schema v1 column 3 is Float64");
-        let lon = col(4);
-        let lon = lon
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .expect("schema v1 column 4 is Float64");
-        let opts: Vec<ArrayRef> = (5..9).map(col).collect();
-        let opts: Vec<&Float32Array> = opts
-            .iter()
-            .map(|a| {
-                a.as_any()
-                    .downcast_ref::<Float32Array>()
-                    .expect("schema v1 columns 5-8 are Float32")
-            })
-            .collect();
-        let quality = col(9);
-        let quality = quality
-            .as_any()
-            .downcast_ref::<UInt32Array>()
-            .expect("schema v1 column 9 is UInt32");
+        let device = column::<UInt64Array>(&batch, 0, "UInt64 device")?;
+        let journey = column::<UInt64Array>(&batch, 1, "UInt64 journey")?;
+        let time = column::<TimestampMicrosecondArray>(&batch, 2, "a microsecond timestamp")?;
+        let lat = column::<Float64Array>(&batch, 3, "Float64 lat")?;
+        let lon = column::<Float64Array>(&batch, 4, "Float64 lon")?;
+        let opts = [
+            column::<Float32Array>(&batch, 5, "Float32 altitude_m")?,
+            column::<Float32Array>(&batch, 6, "Float32 speed_mps")?,
+            column::<Float32Array>(&batch, 7, "Float32 heading_deg")?,
+            column::<Float32Array>(&batch, 8, "Float32 accuracy_m")?,
+        ];
+        let quality = column::<UInt32Array>(&batch, 9, "UInt32 quality")?;
         for i in 0..batch.num_rows() {
             let mut p = Position::new(time.value(i), lat.value(i), lon.value(i));
             let get = |k: usize| (!opts[k].is_null(i)).then(|| opts[k].value(i));
@@ -237,6 +229,26 @@ pub fn read_positions(bytes: bytes::Bytes) -> Result<Vec<(u64, u64, Position)>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_of_another_schema_is_an_error_not_a_panic() {
+        let other = Arc::new(Schema::new(vec![Field::new(
+            "device",
+            DataType::Utf8,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(
+            other.clone(),
+            vec![Arc::new(arrow_array::StringArray::from(vec!["x"]))],
+        )
+        .unwrap();
+        let mut w = ArrowWriter::try_new(Vec::new(), other, None).unwrap();
+        w.write(&batch).unwrap();
+        let bytes = w.into_inner().unwrap();
+        let e = read_positions(bytes::Bytes::from(bytes)).unwrap_err();
+        assert!(e.to_string().contains("column 0"), "{e}");
+        assert!(read_positions(bytes::Bytes::from_static(b"PAR1 not parquet")).is_err());
+    }
 
     #[test]
     fn positions_round_trip_with_microseconds() {
