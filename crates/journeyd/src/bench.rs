@@ -49,6 +49,9 @@ pub struct BenchReport {
     pub failed_devices: usize,
     /// The raw storage ceiling of the same run, when asked for.
     pub baseline: Option<RawStoreBaseline>,
+    /// The network ceiling of the same run (acked positions/s of a server that stores nothing),
+    /// when asked for.
+    pub network_ceiling: Option<f64>,
 }
 
 /// A plain RocksDB loop writing the same chunks a batch per value with a synced WAL, from
@@ -144,6 +147,15 @@ impl BenchReport {
                 )
             })
             .unwrap_or_default()
+            + &self
+                .network_ceiling
+                .map(|n| {
+                    format!(
+                        "baseline           network ceiling (same load, server acks without storing): {n:.0} positions/s; journeyd = {:.2} x\n",
+                        self.acked_positions_per_sec / n
+                    )
+                })
+                .unwrap_or_default()
     }
 }
 
@@ -163,7 +175,7 @@ impl Drop for ChildServer {
     }
 }
 
-fn start_child(exe: &Path) -> anyhow::Result<ChildServer> {
+fn start_child(exe: &Path, ack_without_storing: bool) -> anyhow::Result<ChildServer> {
     let dir = std::env::temp_dir().join(format!("journeyd-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -171,7 +183,7 @@ fn start_child(exe: &Path) -> anyhow::Result<ChildServer> {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[ingest]\nlisten = \"127.0.0.1:0\"\nmax_in_flight = 64\n[api]\nlisten = \"127.0.0.1:0\"\n",
+            "data_dir = {:?}\n[ingest]\nlisten = \"127.0.0.1:0\"\nmax_in_flight = 64\n[api]\nlisten = \"127.0.0.1:0\"\n[store]\nack_without_storing = {ack_without_storing}\n",
             dir.join("data").display().to_string()
         ),
     )?;
@@ -255,8 +267,17 @@ fn dir_bytes(p: &Path) -> u64 {
 
 /// Runs the benchmark against a fresh child server.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
+    run_against(opts, false).await
+}
+
+/// The network ceiling: the same load against a server that acks without storing.
+pub async fn run_network_ceiling(opts: BenchOptions) -> anyhow::Result<f64> {
+    Ok(run_against(opts, true).await?.acked_positions_per_sec)
+}
+
+async fn run_against(opts: BenchOptions, ack_without_storing: bool) -> anyhow::Result<BenchReport> {
     let exe = std::env::current_exe()?;
-    let server = start_child(&exe)?;
+    let server = start_child(&exe, ack_without_storing)?;
     let code = journeyd_device::parse_code(&std::fs::read_to_string(
         server.dir.join("data/demo-enrolment-code"),
     )?)?;
@@ -344,6 +365,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         },
         failed_devices: failed,
         baseline: None,
+        network_ceiling: None,
     })
 }
 

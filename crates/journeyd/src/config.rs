@@ -152,6 +152,9 @@ pub struct StoreSection {
     pub max_group: usize,
     /// Memtable size. Default 64 MiB.
     pub write_buffer_bytes: usize,
+    /// Benchmarks only: ack every record without storing it, to measure the network path
+    /// alone. Nothing acked is kept. Default false.
+    pub ack_without_storing: bool,
 }
 
 impl Default for StoreSection {
@@ -161,6 +164,7 @@ impl Default for StoreSection {
             queue_capacity: 4096,
             max_group: 2048,
             write_buffer_bytes: 64 << 20,
+            ack_without_storing: false,
         }
     }
 }

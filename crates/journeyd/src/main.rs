@@ -280,8 +280,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let baselines = opts.baselines;
             let (duration, devices, batch) = (opts.duration, opts.devices, opts.batch_positions);
-            let mut report = runtime()?.block_on(bench::run(opts))?;
+            let rt = runtime()?;
+            let mut report = rt.block_on(bench::run(opts.clone()))?;
             if baselines {
+                report.network_ceiling = Some(rt.block_on(bench::run_network_ceiling(opts))?);
                 let writers = devices.clamp(1, 64);
                 let raw = bench::raw_store_baseline(writers, batch, duration)?;
                 report.baseline = Some(bench::RawStoreBaseline {

@@ -50,6 +50,11 @@ impl Server {
             sync: config.store.sync,
             write_buffer_bytes: config.store.write_buffer_bytes,
         };
+        if config.store.ack_without_storing {
+            tracing::warn!(
+                "store.ack_without_storing is on: records are acked and thrown away (benchmarks only)"
+            );
+        }
         let store = Arc::new(HotStore::open(&store_config).with_context(|| {
             format!(
                 "opening the hot store in {} (is another journeyd using it?)",
@@ -63,6 +68,7 @@ impl Server {
             WriterConfig {
                 queue_capacity: config.store.queue_capacity,
                 max_group: config.store.max_group,
+                ack_without_storing: config.store.ack_without_storing,
             },
         );
         let (certs, key) =
