@@ -874,6 +874,26 @@ async fn g43_lost_phone() {
         10,
         "nothing sent after the block enters reports"
     );
+    // A later attempt from the lost phone (a new connection with its credential) is refused
+    // with the same code and audited.
+    let mut later = RawClient::connect(ts.addr(), &ts.trust).await;
+    let hello = journeyd_wire::Hello {
+        device_id: cred.device_id,
+        secret: cred.secret,
+        protocol_version: 1,
+        reserved: 0,
+    };
+    later
+        .send_raw(&journeyd_wire::frame::encode_frame(
+            journeyd_wire::FrameKind::Hello,
+            0,
+            &hello,
+        ))
+        .await;
+    assert_eq!(
+        later.close_code().await,
+        Some(CloseCode::DeviceBlocked as u64)
+    );
 
     let (_, log) = api.json("GET", "/api/v1/audit", Some(&admin), None).await;
     let entries = log["entries"].as_array().unwrap();
