@@ -854,9 +854,11 @@ async fn g43_lost_phone() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let code = tokio::time::timeout(Duration::from_secs(1), raw.close_code())
+    // The block closes connections at once (no timer is involved); the generous bound only
+    // keeps a loaded test machine from failing the test.
+    let code = tokio::time::timeout(Duration::from_secs(5), raw.close_code())
         .await
-        .expect("closed within a second");
+        .expect("closed at once");
     assert_eq!(code, Some(CloseCode::DeviceBlocked as u64));
 
     phone

@@ -680,7 +680,7 @@ async fn bad_credentials_and_blocked_devices_get_distinct_codes() {
         .block_device(journeyd_store::DeviceId(good.device_id))
         .unwrap();
     assert_eq!(
-        tokio::time::timeout(Duration::from_secs(1), c.close_code())
+        tokio::time::timeout(Duration::from_secs(5), c.close_code())
             .await
             .unwrap(),
         Some(CloseCode::DeviceBlocked as u64)
