@@ -19,7 +19,7 @@ use crate::StoreError;
 
 pub const FORMAT: u8 = 1;
 const HEADER: usize = 16;
-const POSITION: usize = 48;
+const POSITION: usize = journeyd_wire::position::ARCHIVED_POSITION_SIZE;
 
 /// Encodes positions into a chunk.
 pub fn encode(positions: &[Position], received_us: i64, out: &mut Vec<u8>) {
@@ -29,15 +29,7 @@ pub fn encode(positions: &[Position], received_us: i64, out: &mut Vec<u8>) {
     out.extend_from_slice(&(positions.len() as u32).to_le_bytes());
     out.extend_from_slice(&received_us.to_le_bytes());
     for p in positions {
-        out.extend_from_slice(&p.fix_time_us.to_le_bytes());
-        out.extend_from_slice(&p.lat.to_le_bytes());
-        out.extend_from_slice(&p.lon.to_le_bytes());
-        out.extend_from_slice(&p.altitude_m.to_le_bytes());
-        out.extend_from_slice(&p.speed_mps.to_le_bytes());
-        out.extend_from_slice(&p.heading_deg.to_le_bytes());
-        out.extend_from_slice(&p.accuracy_m.to_le_bytes());
-        out.extend_from_slice(&p.fields.to_le_bytes());
-        out.extend_from_slice(&p.quality.to_le_bytes());
+        out.extend_from_slice(&p.to_le_bytes());
     }
 }
 
@@ -101,20 +93,8 @@ pub fn count(key: &[u8], bytes: &[u8]) -> Result<usize, StoreError> {
 }
 
 fn decode_position(b: &[u8]) -> Position {
-    let f64_at = |at: usize| f64::from_le_bytes(b[at..at + 8].try_into().expect("8-byte slice"));
-    let f32_at = |at: usize| f32::from_le_bytes(b[at..at + 4].try_into().expect("4-byte slice"));
-    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4-byte slice"));
-    Position {
-        fix_time_us: i64::from_le_bytes(b[0..8].try_into().expect("8-byte slice")),
-        lat: f64_at(8),
-        lon: f64_at(16),
-        altitude_m: f32_at(24),
-        speed_mps: f32_at(28),
-        heading_deg: f32_at(32),
-        accuracy_m: f32_at(36),
-        fields: u32_at(40),
-        quality: u32_at(44),
-    }
+    let bytes: &[u8; POSITION] = b.try_into().expect("chunks_exact yields 48-byte slices");
+    Position::from_le_bytes(bytes)
 }
 
 #[cfg(test)]

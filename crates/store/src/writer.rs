@@ -274,17 +274,20 @@ impl MetaCache {
 enum Prepared {
     /// The sequence number is already stored: nothing to write.
     Replayed,
-    Write {
-        seq_key: [u8; 16],
-        journey: u64,
-        jkey: [u8; 20],
-        meta: JourneyMeta,
-        /// The positions to store (fix times not yet held), sorted by fix time.
-        fresh: Option<Vec<Position>>,
-        /// The device's new last position, when this batch holds a newer usable one.
-        newest: Option<Position>,
-        outcome: WriteOutcome,
-    },
+    Write(Plan),
+}
+
+/// What one new record writes.
+struct Plan {
+    seq_key: [u8; 16],
+    journey: u64,
+    jkey: [u8; 20],
+    meta: JourneyMeta,
+    /// The positions to store (fix times not yet held), sorted by fix time.
+    fresh: Option<Vec<Position>>,
+    /// The device's new last position, when this batch holds a newer usable one.
+    newest: Option<Position>,
+    outcome: WriteOutcome,
 }
 
 /// Staged state of a group: what earlier requests of the group will write.
@@ -374,7 +377,7 @@ fn prepare(
             }
         }
     }
-    Ok(Prepared::Write {
+    Ok(Prepared::Write(Plan {
         seq_key,
         journey,
         jkey,
@@ -382,7 +385,7 @@ fn prepare(
         fresh,
         newest,
         outcome,
-    })
+    }))
 }
 
 /// Builds one write batch from a group, writes it synced, and returns each request's outcome.
@@ -399,9 +402,7 @@ fn commit(
     let mut buf = Vec::new();
 
     for req in group.iter_mut() {
-        let (seq_key, journey, jkey, meta, fresh, newest, outcome) = match prepare(
-            store, cache, &staged, req,
-        ) {
+        let plan = match prepare(store, cache, &staged, req) {
             Ok(Prepared::Replayed) => {
                 outcomes.push(Ok(WriteOutcome {
                     replayed: true,
@@ -409,43 +410,32 @@ fn commit(
                 }));
                 continue;
             }
-            Ok(Prepared::Write {
-                seq_key,
-                journey,
-                jkey,
-                meta,
-                fresh,
-                newest,
-                outcome,
-            }) => (seq_key, journey, jkey, meta, fresh, newest, outcome),
+            Ok(Prepared::Write(plan)) => plan,
             Err(e) => {
                 tracing::error!(device = req.device.0, seq = req.seq.0, error = %e, "cannot store a record; the device will resend it");
                 outcomes.push(Err(e));
                 continue;
             }
         };
-        if let Some(positions) = fresh {
+        if let Some(positions) = plan.fresh {
             chunk::encode(&positions, req.received_us, &mut buf);
-            batch.put_cf(
-                store.cf(CF_CHUNKS),
-                keys::chunk_key(req.tenant, req.device, JourneyId(journey), req.seq),
-                &buf,
-            );
+            let key = keys::chunk_key(req.tenant, req.device, JourneyId(plan.journey), req.seq);
+            batch.put_cf(store.cf(CF_CHUNKS), key, &buf);
             staged
                 .chunks
-                .push((jkey, positions.iter().map(|p| p.fix_time_us).collect()));
+                .push((plan.jkey, positions.iter().map(|p| p.fix_time_us).collect()));
         }
-        if let Some(p) = newest {
+        if let Some(p) = plan.newest {
             staged.last.insert(
                 keys::device_prefix(req.tenant, req.device),
                 (p.fix_time_us, p),
             );
         }
-        batch.put_cf(store.cf(CF_JOURNEYS), jkey, meta.encode());
-        batch.put_cf(store.cf(CF_SEQS), seq_key, journey.to_be_bytes());
-        staged.metas.insert(jkey, meta);
-        staged.seqs.insert(seq_key);
-        outcomes.push(Ok(outcome));
+        batch.put_cf(store.cf(CF_JOURNEYS), plan.jkey, plan.meta.encode());
+        batch.put_cf(store.cf(CF_SEQS), plan.seq_key, plan.journey.to_be_bytes());
+        staged.metas.insert(plan.jkey, plan.meta);
+        staged.seqs.insert(plan.seq_key);
+        outcomes.push(Ok(plan.outcome));
     }
 
     for (key, (_, p)) in &staged.last {

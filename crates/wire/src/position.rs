@@ -116,6 +116,45 @@ impl Position {
     }
 }
 
+impl Position {
+    /// The 48-byte little-endian form: the same bytes as the archived position on the wire
+    /// (schemas/wire-v1.md), which the hot store also keeps in its chunks.
+    pub fn to_le_bytes(&self) -> [u8; ARCHIVED_POSITION_SIZE] {
+        let mut b = [0u8; ARCHIVED_POSITION_SIZE];
+        b[0..8].copy_from_slice(&self.fix_time_us.to_le_bytes());
+        b[8..16].copy_from_slice(&self.lat.to_le_bytes());
+        b[16..24].copy_from_slice(&self.lon.to_le_bytes());
+        b[24..28].copy_from_slice(&self.altitude_m.to_le_bytes());
+        b[28..32].copy_from_slice(&self.speed_mps.to_le_bytes());
+        b[32..36].copy_from_slice(&self.heading_deg.to_le_bytes());
+        b[36..40].copy_from_slice(&self.accuracy_m.to_le_bytes());
+        b[40..44].copy_from_slice(&self.fields.to_le_bytes());
+        b[44..48].copy_from_slice(&self.quality.to_le_bytes());
+        b
+    }
+
+    /// Reads the 48-byte little-endian form.
+    pub fn from_le_bytes(b: &[u8; ARCHIVED_POSITION_SIZE]) -> Self {
+        let word4 = |at: usize| [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        let word8 = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[at..at + 8]);
+            w
+        };
+        Self {
+            fix_time_us: i64::from_le_bytes(word8(0)),
+            lat: f64::from_le_bytes(word8(8)),
+            lon: f64::from_le_bytes(word8(16)),
+            altitude_m: f32::from_le_bytes(word4(24)),
+            speed_mps: f32::from_le_bytes(word4(28)),
+            heading_deg: f32::from_le_bytes(word4(32)),
+            accuracy_m: f32::from_le_bytes(word4(36)),
+            fields: u32::from_le_bytes(word4(40)),
+            quality: u32::from_le_bytes(word4(44)),
+        }
+    }
+}
+
 impl ArchivedPosition {
     /// Copies the archived fix into a native one.
     pub fn to_native(&self) -> Position {

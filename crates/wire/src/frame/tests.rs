@@ -275,3 +275,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_little_endian_form_is_the_archived_form() {
+    for p in sample_positions() {
+        let frame = encode_frame(
+            FrameKind::Batch,
+            1,
+            &Batch {
+                journey: 1,
+                positions: vec![p],
+            },
+        );
+        assert_eq!(&frame[HEADER_LEN..HEADER_LEN + 48], &p.to_le_bytes());
+        assert_eq!(Position::from_le_bytes(&p.to_le_bytes()), p);
+    }
+}
