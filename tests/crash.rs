@@ -14,13 +14,16 @@ use journeyd_store::{BatchSeq, DeviceId, HotStore, JourneyId};
 use journeyd_wire::Position;
 use support::*;
 
-const BATCHES: i64 = 300;
+const BATCHES: i64 = 600;
 const PER_BATCH: i64 = 100;
 
 fn device(server: &ChildServer, state: &std::path::Path) -> Device {
     let mut config = DeviceConfig::new(server.addr, server.trust());
     config.flush_timeout = Duration::from_secs(2);
     config.idle_timeout = Duration::from_secs(3);
+    // One record in flight at a time: each waits for its own synced ack, so the upload lasts
+    // long enough for the kill to land in its middle.
+    config.max_in_flight = 1;
     config.backoff = (Duration::from_millis(50), Duration::from_millis(200));
     let identity = Identity::Enrol {
         code: server.code(),
@@ -36,7 +39,7 @@ async fn f36_kill_after_ack() {
     let server = ChildServer::start(dir.path());
 
     let mut d = device(&server, &state);
-    let t = now_us() - 10 * 3600 * SECOND;
+    let t = now_us() - 24 * 3600 * SECOND;
     d.start_journey(1, t).unwrap();
     for k in 0..BATCHES {
         let ps: Vec<Position> = (0..PER_BATCH)
