@@ -87,12 +87,13 @@ impl Sessions {
         }
     }
 
-    fn issue(&self, caller: Caller, expires_us: i64) -> Result<String, ApiError> {
+    fn issue(&self, caller: Caller, now_us: i64, expires_us: i64) -> Result<String, ApiError> {
         let mut raw = [0u8; 32];
         getrandom::fill(&mut raw).map_err(|e| ApiError::Internal(format!("no randomness: {e}")))?;
         let token = hex::encode(raw);
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        tokens.retain(|_, s| s.expires_us > expires_us - 7 * DAY_US);
+        // Expired tokens go when a new one is issued, so the map holds live sessions only.
+        tokens.retain(|_, s| s.expires_us > now_us);
         tokens.insert(token.clone(), Session { caller, expires_us });
         Ok(token)
     }
@@ -254,7 +255,7 @@ pub(crate) fn login(
         role: user.role,
         must_change_password: expired,
     };
-    let token = state.sessions.issue(caller, expires_us)?;
+    let token = state.sessions.issue(caller, now, expires_us)?;
     Ok(LoginOk {
         token,
         expires_at: crate::routes::rfc3339(expires_us),

@@ -586,10 +586,9 @@ impl Device {
                 let Some(p) = self.outbox.get(seq) else {
                     continue;
                 };
-                let frame = p.frame.clone();
-                let mut send = live.send.lock().await;
-                if let Err(e) = send.write_all(&frame).await {
-                    drop(send);
+                // Written straight from the outbox: no copy of the frame per send.
+                let written = live.send.lock().await.write_all(&p.frame).await;
+                if let Err(e) = written {
                     return Err(match live.conn.close_reason() {
                         Some(reason) => self.connection_error(reason),
                         None => DeviceError::Protocol(format!("sending: {e}")),

@@ -153,30 +153,21 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
                 let _ = ack_tx.send(frame);
             }
             SessionEvent::Authenticate { device_id, secret } => {
-                match shared.store.authenticate(DeviceId(device_id), &secret) {
-                    Ok(Ok(record)) => {
-                        let _ = ack_tx.send(session.authenticated(device_id, now));
+                match authenticate(conn, shared, device_id, &secret) {
+                    Ok(record) => {
+                        let _ = ack_tx.send(session.authenticated(record.id.0, now));
                         journeys_only = open(conn, shared, &record);
                         device = Some(record);
                     }
-                    Ok(Err(failure)) => {
-                        refuse_auth(conn, shared, failure, device_id);
-                        break;
-                    }
-                    Err(e) => {
-                        close_with(
-                            conn,
-                            shared,
-                            CloseCode::Busy,
-                            format!("store unavailable: {e}"),
-                        );
+                    Err(c) => {
+                        close(conn, shared, &c);
                         break;
                     }
                 }
             }
             SessionEvent::Enrol { code, device_name } => {
                 match enrol(shared, &code, &device_name, now) {
-                    Ok(Some((record, secret))) => {
+                    Ok((record, secret)) => {
                         let enrolled = Enrolled {
                             device_id: record.id.0,
                             secret,
@@ -186,23 +177,8 @@ async fn run(conn: &Connection, shared: &Arc<Shared>) -> Option<DeviceId> {
                         journeys_only = open(conn, shared, &record);
                         device = Some(record);
                     }
-                    Ok(None) => {
-                        shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-                        close_with(
-                            conn,
-                            shared,
-                            CloseCode::BadCredential,
-                            "unknown enrolment code",
-                        );
-                        break;
-                    }
-                    Err(e) => {
-                        close_with(
-                            conn,
-                            shared,
-                            CloseCode::Busy,
-                            format!("store unavailable: {e}"),
-                        );
+                    Err(c) => {
+                        close(conn, shared, &c);
                         break;
                     }
                 }
@@ -253,7 +229,24 @@ fn open(conn: &Connection, shared: &Shared, record: &DeviceRecord) -> bool {
     }
 }
 
-fn refuse_auth(conn: &Connection, shared: &Shared, failure: AuthFailure, device_id: u64) {
+/// Checks a hello's credential; a refusal is counted, audited for a known device (case G43) and
+/// returned as the close to send.
+fn authenticate(
+    conn: &Connection,
+    shared: &Shared,
+    device_id: u64,
+    secret: &[u8; 32],
+) -> Result<DeviceRecord, Close> {
+    let failure = match shared.store.authenticate(DeviceId(device_id), secret) {
+        Ok(Ok(record)) => return Ok(record),
+        Ok(Err(failure)) => failure,
+        Err(e) => {
+            return Err(Close {
+                code: CloseCode::Busy,
+                reason: format!("store unavailable: {e}"),
+            });
+        }
+    };
     let (code, reason) = match failure {
         AuthFailure::Blocked => {
             shared.stats.blocked_refused.fetch_add(1, Ordering::Relaxed);
@@ -284,33 +277,41 @@ fn refuse_auth(conn: &Connection, shared: &Shared, failure: AuthFailure, device_
             tracing::error!(error = %e, "cannot append to the audit log");
         }
     }
-    close(
-        conn,
-        shared,
-        &Close {
-            code,
-            reason: reason.into(),
-        },
-    );
+    Err(Close {
+        code,
+        reason: reason.into(),
+    })
 }
 
+/// Enrols a new device with its company's enrolment code.
 fn enrol(
     shared: &Shared,
     code: &[u8; 32],
     name: &str,
     now: i64,
-) -> Result<Option<(DeviceRecord, [u8; 32])>, StoreError> {
-    let Some(tenant) = shared.store.tenant_by_enrolment_code(code)? else {
-        return Ok(None);
+) -> Result<(DeviceRecord, [u8; 32]), Close> {
+    let busy = |e: StoreError| Close {
+        code: CloseCode::Busy,
+        reason: format!("store unavailable: {e}"),
     };
-    let (record, secret) = shared.store.add_device(tenant.id, name, now)?;
+    let Some(tenant) = shared.store.tenant_by_enrolment_code(code).map_err(busy)? else {
+        shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+        return Err(Close {
+            code: CloseCode::BadCredential,
+            reason: "unknown enrolment code".into(),
+        });
+    };
+    let (record, secret) = shared
+        .store
+        .add_device(tenant.id, name, now)
+        .map_err(busy)?;
     tracing::info!(
         device = record.id.0,
         tenant = tenant.id.0,
         name,
         "device enrolled"
     );
-    Ok(Some((record, secret)))
+    Ok((record, secret))
 }
 
 /// Hands a record to the writer; its ack goes out when the writer answers.
