@@ -15,17 +15,27 @@ if ! command -v xmllint >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libxml2-utils >/dev/null
 fi
 
-# Outside readers the interop tests use: pyarrow (Parquet), geojson and gpxpy.
-if ! python3 -c "import pyarrow, geojson, gpxpy" >/dev/null 2>&1; then
-    echo "installing pyarrow, geojson and gpxpy" >&2
-    python3 -m pip install --quiet --disable-pip-version-check pyarrow geojson gpxpy 2>/dev/null ||
-        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages pyarrow geojson gpxpy
+# Outside readers the interop tests use: pyarrow (Parquet), geojson, gpxpy and cryptography.
+if ! python3 -c "import pyarrow, geojson, gpxpy, cryptography" >/dev/null 2>&1; then
+    echo "installing pyarrow, geojson, gpxpy and cryptography" >&2
+    python3 -m pip install --quiet --disable-pip-version-check pyarrow geojson gpxpy cryptography 2>/dev/null ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages pyarrow geojson gpxpy cryptography
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest" >&2
     cargo install --locked cargo-nextest
 fi
+
+# A real S3-compatible server (Garage) on loopback for the object-store tests. The first run builds
+# garage into the tools cache (~10 min); later runs reuse it. The server lives in a temp dir that is
+# stopped and removed on exit, and its JOURNEYD_TEST_S3_* variables reach the tests.
+scripts/s3-test-server.sh install >/dev/null
+s3_state="$(mktemp -d)"
+trap '"$root/scripts/s3-test-server.sh" stop "$s3_state"; rm -rf "$s3_state"' EXIT
+s3_env="$(scripts/s3-test-server.sh start "$s3_state")"
+# shellcheck source=/dev/null
+source "$s3_env"
 
 # One profile (dev, dependencies optimised) for tests, benches and the binary: nothing compiles
 # twice.
