@@ -1,4 +1,4 @@
-//! The hot store's write path: chunk encoding, and synced group commits through the writer
+//! The hot store's write path: chunk encoding and sealing (XChaCha20-Poly1305), and synced group commits through the writer
 //! beside a plain RocksDB loop writing the same chunks a batch per value with the same sync
 //! policy (the raw storage ceiling).
 
@@ -30,15 +30,18 @@ fn positions(n: usize, offset: i64) -> Vec<Position> {
 
 fn chunks(c: &mut Criterion) {
     let ps = positions(100, 0);
+    let cipher = journeyd_keys::DataKey::generate().unwrap().chunk_cipher();
     let mut buf = Vec::new();
     let mut group = c.benchmark_group("chunk");
     group.throughput(Throughput::Elements(100));
-    group.bench_function("encode_100", |b| {
-        b.iter(|| chunk::encode(std::hint::black_box(&ps), NOW, &mut buf))
+    group.bench_function("encode_seal_100", |b| {
+        b.iter(|| chunk::encode(&cipher, b"k", std::hint::black_box(&ps), NOW, &mut buf))
     });
-    chunk::encode(&ps, NOW, &mut buf);
-    group.bench_function("decode_100", |b| {
-        b.iter(|| chunk::decode(b"k", std::hint::black_box(&buf)).map(|c| c.positions.len()))
+    chunk::encode(&cipher, b"k", &ps, NOW, &mut buf).unwrap();
+    group.bench_function("open_decode_100", |b| {
+        b.iter(|| {
+            chunk::decode(&cipher, b"k", std::hint::black_box(&buf)).map(|c| c.positions.len())
+        })
     });
     group.finish();
 }
@@ -47,6 +50,7 @@ fn chunks(c: &mut Criterion) {
 fn writer(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(HotStore::open(&StoreConfig::new(dir.path().join("db"))).unwrap());
+    store.create_tenant("bench", NOW).unwrap();
     let w = Writer::start(store.clone(), WriterConfig::default());
     let mut seq = 0u64;
     let mut group = c.benchmark_group("store_write");
@@ -88,6 +92,7 @@ fn writer(c: &mut Criterion) {
     sync.set_sync(true);
     let mut buf = Vec::new();
     let mut key = 0u64;
+    let cipher = journeyd_keys::DataKey::generate().unwrap().chunk_cipher();
     group.bench_function(
         BenchmarkId::new("baseline_rocksdb_batch_per_value", devices),
         |b| {
@@ -95,7 +100,15 @@ fn writer(c: &mut Criterion) {
                 let mut batch = rocksdb::WriteBatch::default();
                 for _ in 0..devices {
                     key += 1;
-                    chunk::encode(&positions(100, key as i64 * 1000), NOW, &mut buf);
+                    let k = key.to_be_bytes();
+                    chunk::encode(
+                        &cipher,
+                        &k,
+                        &positions(100, key as i64 * 1000),
+                        NOW,
+                        &mut buf,
+                    )
+                    .unwrap();
                     batch.put(key.to_be_bytes(), &buf);
                 }
                 raw.write_opt(batch, &sync).unwrap();

@@ -87,8 +87,7 @@ async fn f36_kill_after_ack() {
 
     // Every record the device saw acked is in the store after the crash.
     {
-        let store =
-            HotStore::open(&journeyd_store::StoreConfig::new(data_dir.join("hot"))).unwrap();
+        let store = writable_store(&data_dir.join("hot"));
         let device = DeviceId(credential.device_id);
         for seq in 1..=total {
             if !unacked.contains(&seq) {
@@ -107,7 +106,7 @@ async fn f36_kill_after_ack() {
     assert_eq!(d.pending(), 0);
     drop(server);
 
-    let store = HotStore::open_read_only(&data_dir.join("hot")).unwrap();
+    let store = read_only_store(&data_dir.join("hot"));
     let tenant = store.tenants().unwrap()[0].id;
     let track = store
         .track(tenant, DeviceId(credential.device_id), JourneyId(1))
@@ -166,7 +165,7 @@ fn f36_kill_mid_replay_of_real_tracks() {
     let hot = server.data_dir.join("hot");
     let started = std::time::Instant::now();
     loop {
-        let stored = HotStore::open_read_only(&hot)
+        let stored = HotStore::open_read_only(&hot, None)
             .ok()
             .and_then(|s| s.stats().ok())
             .map_or(0, |s| s.positions);
@@ -202,7 +201,7 @@ fn f36_kill_mid_replay_of_real_tracks() {
         "every position present, none twice"
     );
     drop(server);
-    let store = HotStore::open_read_only(&hot).unwrap();
+    let store = read_only_store(&hot);
     for d in store.devices(None).unwrap() {
         let all = store.device_positions(d.tenant, d.id).unwrap();
         assert!(

@@ -8,7 +8,6 @@
 mod support;
 
 use journeyd::replay::ReplaySummary;
-use journeyd_store::HotStore;
 use support::*;
 
 #[test]
@@ -58,7 +57,7 @@ fn replay_every_real_track_twice() {
     // Tracks read back in fix-time order with no fix twice.
     let data_dir = server.data_dir.clone();
     drop(server);
-    let store = HotStore::open_read_only(&data_dir.join("hot")).unwrap();
+    let store = read_only_store(&data_dir.join("hot"));
     for d in store.devices(None).unwrap() {
         for (j, _) in store.journeys(d.tenant, d.id).unwrap() {
             let track = store.track(d.tenant, d.id, j).unwrap();

@@ -493,3 +493,35 @@ impl TestClock {
         self.0.fetch_add(us, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// The master key of a server's data folder (the embedded default, `<data_dir>/master.key`).
+pub fn master_key_of(hot: &Path) -> journeyd_keys::MasterKey {
+    let data_dir = hot
+        .parent()
+        .expect("the hot store lives in the data folder");
+    journeyd_keys::MasterKey::load(&journeyd_keys::MasterKeySource::File {
+        path: data_dir.join("master.key"),
+        create: false,
+    })
+    .expect("the server made its master key")
+}
+
+/// Opens a stopped (or running) server's hot store for reading, with its master key.
+pub fn read_only_store(hot: &Path) -> HotStore {
+    HotStore::open_read_only(hot, Some(master_key_of(hot))).expect("the hot store opens")
+}
+
+/// Opens a stopped server's hot store for writing, with its master key.
+pub fn writable_store(hot: &Path) -> HotStore {
+    let data_dir = hot
+        .parent()
+        .expect("the hot store lives in the data folder");
+    HotStore::open(&journeyd_store::StoreConfig {
+        master_key: journeyd_keys::MasterKeySource::File {
+            path: data_dir.join("master.key"),
+            create: false,
+        },
+        ..journeyd_store::StoreConfig::new(hot)
+    })
+    .expect("the hot store opens")
+}

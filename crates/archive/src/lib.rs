@@ -16,6 +16,11 @@
 //! Compression zstd(1). Row groups of at most [`ROW_GROUP_ROWS`] rows, with statistics, so a
 //! reader finds one journey without reading the rest.
 //!
+//! Archive files are encrypted with Parquet modular encryption (AES-GCM, footer encrypted): a
+//! random key per file, wrapped by the tenant's data key in the footer key metadata
+//! (`journeyd_keys::parquet_keys`), so a standard reader holding the tenant key reads them.
+//! Exports are written in clear.
+//!
 //! Never: does network I/O; the caller decides where the bytes go.
 
 use std::io::Write;
@@ -44,6 +49,8 @@ pub enum ArchiveError {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    #[error("key: {0}")]
+    Key(#[from] journeyd_keys::KeyError),
     #[error("not journeyd's Parquet schema v1: column {column} is not {expected}")]
     Schema {
         column: usize,
@@ -87,8 +94,15 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-fn properties() -> WriterProperties {
-    WriterProperties::builder()
+fn properties(
+    encryption: Option<Arc<parquet::encryption::encrypt::FileEncryptionProperties>>,
+) -> WriterProperties {
+    let builder = WriterProperties::builder();
+    let builder = match encryption {
+        Some(e) => builder.with_file_encryption_properties(e),
+        None => builder,
+    };
+    builder
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("level 1 is valid"),
         ))
@@ -119,9 +133,31 @@ impl<W: Write + Send> std::fmt::Debug for PositionsWriter<W> {
 }
 
 impl<W: Write + Send> PositionsWriter<W> {
+    /// A writer of clear Parquet (exports).
     pub fn new(sink: W) -> Result<Self, ArchiveError> {
         Ok(Self {
-            writer: ArrowWriter::try_new(sink, schema(), Some(properties()))?,
+            writer: ArrowWriter::try_new(sink, schema(), Some(properties(None)))?,
+        })
+    }
+
+    /// A writer of an encrypted archive file of `tenant`: a fresh random file key encrypts the
+    /// footer and every column with AES-GCM; the footer key metadata holds it wrapped by
+    /// `tenant_key`.
+    pub fn new_encrypted(
+        sink: W,
+        tenant: u32,
+        tenant_key: &journeyd_keys::DataKey,
+    ) -> Result<Self, ArchiveError> {
+        let file_key = journeyd_keys::DataKey::generate()?;
+        let metadata =
+            journeyd_keys::parquet_keys::footer_key_metadata(tenant, tenant_key, &file_key)?;
+        let encryption = parquet::encryption::encrypt::FileEncryptionProperties::builder(
+            file_key.bytes().to_vec(),
+        )
+        .with_footer_key_metadata(metadata)
+        .build()?;
+        Ok(Self {
+            writer: ArrowWriter::try_new(sink, schema(), Some(properties(Some(encryption))))?,
         })
     }
 
@@ -184,11 +220,98 @@ impl<W: Write + Send> PositionsWriter<W> {
     }
 }
 
+/// Hands parquet the file key: unwrapped from the footer key metadata with the tenant key.
+struct TenantKeyRetriever(journeyd_keys::DataKey);
+
+impl parquet::encryption::decrypt::KeyRetriever for TenantKeyRetriever {
+    fn retrieve_key(&self, key_metadata: &[u8]) -> parquet::errors::Result<Vec<u8>> {
+        journeyd_keys::parquet_keys::unwrap_file_key(key_metadata, &self.0)
+            .map(|k| k.bytes().to_vec())
+            .map_err(|e| parquet::errors::ParquetError::General(e.to_string()))
+    }
+}
+
+/// How to read a file.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// The tenant key, for an encrypted archive file.
+    pub key: Option<journeyd_keys::DataKey>,
+    /// Read the page index (column and offset indexes) as well.
+    pub page_index: bool,
+    /// Only the rows of this (device, journey): row groups whose statistics rule it out are
+    /// not read.
+    pub only: Option<(u64, u64)>,
+}
+
+fn builder(
+    bytes: bytes::Bytes,
+    options: &ReadOptions,
+) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<bytes::Bytes>, ArchiveError>
+{
+    use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+    use parquet::file::metadata::PageIndexPolicy;
+    let mut reader_options =
+        ArrowReaderOptions::new().with_page_index_policy(if options.page_index {
+            PageIndexPolicy::Required
+        } else {
+            PageIndexPolicy::Skip
+        });
+    if let Some(key) = &options.key {
+        let decryption =
+            parquet::encryption::decrypt::FileDecryptionProperties::with_key_retriever(Arc::new(
+                TenantKeyRetriever(key.clone()),
+            ))
+            .build()?;
+        reader_options = reader_options.with_file_decryption_properties(decryption);
+    }
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, reader_options)
+        .map_err(|e| match e {
+            parquet::errors::ParquetError::General(m) if m.contains("wrong key") => {
+                ArchiveError::Key(journeyd_keys::KeyError::Unreadable {
+                    what: format!("the archive file ({m})"),
+                })
+            }
+            other => ArchiveError::Parquet(other),
+        })?;
+    if let Some((device, journey)) = options.only {
+        let may_hold = |rg: &parquet::file::metadata::RowGroupMetaData, col: usize, v: u64| {
+            let Some(stats) = rg.column(col).statistics() else {
+                return true;
+            };
+            let bound = |b: Option<&[u8]>| {
+                b.and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_le_bytes)
+            };
+            match (bound(stats.min_bytes_opt()), bound(stats.max_bytes_opt())) {
+                (Some(lo), Some(hi)) => (lo..=hi).contains(&v),
+                _ => true,
+            }
+        };
+        let groups: Vec<usize> = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .enumerate()
+            .filter(|(_, rg)| may_hold(rg, 0, device) && may_hold(rg, 1, journey))
+            .map(|(i, _)| i)
+            .collect();
+        builder = builder.with_row_groups(groups);
+    }
+    Ok(builder)
+}
+
 /// Reads positions back from a Parquet file of version 1: (device, journey, position) rows.
 pub fn read_positions(bytes: bytes::Bytes) -> Result<Vec<(u64, u64, Position)>, ArchiveError> {
+    read_positions_with(bytes, &ReadOptions::default())
+}
+
+/// Reads positions of a file, encrypted or not, as `options` say.
+pub fn read_positions_with(
+    bytes: bytes::Bytes,
+    options: &ReadOptions,
+) -> Result<Vec<(u64, u64, Position)>, ArchiveError> {
     use arrow_array::Array;
-    let reader =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    let reader = builder(bytes, options)?.build()?;
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch?;
@@ -205,6 +328,11 @@ pub fn read_positions(bytes: bytes::Bytes) -> Result<Vec<(u64, u64, Position)>, 
         ];
         let quality = column::<UInt32Array>(&batch, 9, "UInt32 quality")?;
         for i in 0..batch.num_rows() {
+            if let Some((d, j)) = options.only
+                && (device.value(i), journey.value(i)) != (d, j)
+            {
+                continue;
+            }
             let mut p = Position::new(time.value(i), lat.value(i), lon.value(i));
             let get = |k: usize| (!opts[k].is_null(i)).then(|| opts[k].value(i));
             if let Some(v) = get(0) {
@@ -224,6 +352,59 @@ pub fn read_positions(bytes: bytes::Bytes) -> Result<Vec<(u64, u64, Position)>, 
         }
     }
     Ok(out)
+}
+
+/// What a file holds per journey, from its device, journey and fix-time columns only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileSummary {
+    pub rows: u64,
+    /// (device, journey) → (rows, first fix µs, last fix µs).
+    pub journeys: std::collections::BTreeMap<(u64, u64), (u64, i64, i64)>,
+    /// The `journeyd.schema` entry of the footer.
+    pub schema_version: Option<String>,
+}
+
+/// Reads a file's footer (decrypting it with `options.key`) and its key columns, and counts its
+/// rows per journey: for verifying an upload and rebuilding the archive index.
+pub fn summarize(bytes: bytes::Bytes, options: &ReadOptions) -> Result<FileSummary, ArchiveError> {
+    let builder = builder(bytes, options)?;
+    let schema_version = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|e| e.key == "journeyd.schema"))
+        .and_then(|e| e.value.clone());
+    let footer_rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [0, 1, 2]);
+    let reader = builder.with_projection(mask).build()?;
+    let mut summary = FileSummary {
+        schema_version,
+        ..FileSummary::default()
+    };
+    for batch in reader {
+        let batch = batch?;
+        let device = column::<UInt64Array>(&batch, 0, "UInt64 device")?;
+        let journey = column::<UInt64Array>(&batch, 1, "UInt64 journey")?;
+        let time = column::<TimestampMicrosecondArray>(&batch, 2, "a microsecond timestamp")?;
+        for i in 0..batch.num_rows() {
+            let t = time.value(i);
+            let e = summary
+                .journeys
+                .entry((device.value(i), journey.value(i)))
+                .or_insert((0, t, t));
+            e.0 += 1;
+            e.1 = e.1.min(t);
+            e.2 = e.2.max(t);
+            summary.rows += 1;
+        }
+    }
+    if summary.rows != footer_rows {
+        return Err(ArchiveError::Schema {
+            column: 0,
+            expected: "as many rows as the footer says",
+        });
+    }
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -248,6 +429,61 @@ mod tests {
         let e = read_positions(bytes::Bytes::from(bytes)).unwrap_err();
         assert!(e.to_string().contains("column 0"), "{e}");
         assert!(read_positions(bytes::Bytes::from_static(b"PAR1 not parquet")).is_err());
+    }
+
+    #[test]
+    fn encrypted_files_read_with_the_tenant_key_only() {
+        let key = journeyd_keys::DataKey::generate().unwrap();
+        let t = 1_710_072_000_123_456;
+        let mut w = PositionsWriter::new_encrypted(Vec::new(), 4, &key).unwrap();
+        w.write_journey(7, 1, &[Position::new(t, 51.5, -0.1)])
+            .unwrap();
+        w.write_journey(
+            7,
+            2,
+            &[
+                Position::new(t + 5, 52.5, -0.2),
+                Position::new(t + 6, 52.6, -0.2),
+            ],
+        )
+        .unwrap();
+        let bytes = bytes::Bytes::from(w.finish().unwrap());
+        // No coordinate in clear.
+        let lat = 52.5f64.to_le_bytes();
+        assert!(!bytes.windows(8).any(|w| w == lat));
+        for page_index in [false, true] {
+            let options = ReadOptions {
+                key: Some(key.clone()),
+                page_index,
+                only: Some((7, 2)),
+            };
+            let back = read_positions_with(bytes.clone(), &options).unwrap();
+            assert_eq!(back.len(), 2);
+            assert_eq!(back[0].2.fix_time_us, t + 5);
+        }
+        let summary = summarize(
+            bytes.clone(),
+            &ReadOptions {
+                key: Some(key.clone()),
+                ..ReadOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(summary.rows, 3);
+        assert_eq!(summary.journeys[&(7, 2)], (2, t + 5, t + 6));
+        assert_eq!(summary.schema_version.as_deref(), Some(SCHEMA_VERSION));
+        // Without a key, or with another, a clear error and no rows.
+        assert!(read_positions(bytes.clone()).is_err());
+        let wrong = journeyd_keys::DataKey::generate().unwrap();
+        let e = read_positions_with(
+            bytes,
+            &ReadOptions {
+                key: Some(wrong),
+                ..ReadOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("wrong key"), "{e}");
     }
 
     #[test]

@@ -71,10 +71,12 @@ pub fn raw_store_baseline(writers: usize, batch: usize, duration: Duration) -> a
     let db = std::sync::Arc::new(journeyd_store::HotStore::open(
         &journeyd_store::StoreConfig::new(&dir),
     )?);
+    let cipher = journeyd_keys::DataKey::generate()?.chunk_cipher();
     let deadline = Instant::now() + duration;
     let threads: Vec<_> = (0..writers)
         .map(|w| {
             let db = db.clone();
+            let cipher = cipher.clone();
             std::thread::spawn(move || -> anyhow::Result<u64> {
                 let mut written = 0u64;
                 let mut buf = Vec::new();
@@ -90,10 +92,11 @@ pub fn raw_store_baseline(writers: usize, batch: usize, duration: Duration) -> a
                             )
                         })
                         .collect();
-                    journeyd_store::chunk::encode(&ps, t0, &mut buf);
                     let mut key = [0u8; 16];
                     key[..8].copy_from_slice(&(w as u64).to_be_bytes());
                     key[8..].copy_from_slice(&k.to_be_bytes());
+                    // Sealed like journeyd's chunks, so both write the same bytes.
+                    journeyd_store::chunk::encode(&cipher, &key, &ps, t0, &mut buf)?;
                     db.raw_put_synced(&key, &buf)?;
                     written += batch as u64;
                     k += 1;

@@ -20,6 +20,8 @@ pub struct JourneydConfig {
     pub api: ApiSection,
     pub tls: TlsSection,
     pub demo: DemoSection,
+    pub keys: KeysSection,
+    pub archive: ArchiveSection,
 }
 
 impl Default for JourneydConfig {
@@ -31,6 +33,8 @@ impl Default for JourneydConfig {
             api: ApiSection::default(),
             tls: TlsSection::default(),
             demo: DemoSection::default(),
+            keys: KeysSection::default(),
+            archive: ArchiveSection::default(),
         }
     }
 }
@@ -180,6 +184,84 @@ pub struct TlsSection {
     pub key: Option<PathBuf>,
 }
 
+/// `[keys]`: the master key that wraps every tenant's data key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysSection {
+    /// File holding the master key as 64 hex digits. Default `<data_dir>/master.key`, created at
+    /// first start. `JOURNEYD_MASTER_KEY` in the environment takes precedence over any file.
+    pub master_key_file: Option<PathBuf>,
+}
+
+/// `[archive]`: where journeys past the hot retention and backups go, and how often.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveSection {
+    /// Archive into this local folder when no S3 bucket is set. Default `<data_dir>/archive`.
+    pub dir: Option<PathBuf>,
+    /// How long after a journey's end its late positions may still arrive (the device buffer);
+    /// a journey is archived only after max(its tenant's hot retention, this). At least 7 days.
+    #[serde(with = "humantime_serde")]
+    pub late_arrival_window: Duration,
+    /// How often `serve` runs the compactor. "0s" turns it off.
+    #[serde(with = "humantime_serde")]
+    pub compact_every: Duration,
+    /// How often `serve` takes a backup. "0s" turns it off.
+    #[serde(with = "humantime_serde")]
+    pub backup_every: Duration,
+    /// Attempts per object store call before a run gives up (it is retried at the next run).
+    pub attempts: u32,
+    pub s3: S3Section,
+}
+
+impl Default for ArchiveSection {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            late_arrival_window: Duration::from_secs(7 * 86_400),
+            compact_every: Duration::from_secs(3600),
+            backup_every: Duration::from_secs(86_400),
+            attempts: 6,
+            s3: S3Section::default(),
+        }
+    }
+}
+
+/// `[archive.s3]`: an S3 bucket (AWS, or any S3-compatible store such as MinIO, Garage or Ceph).
+/// Used when `bucket` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Section {
+    pub bucket: String,
+    /// Empty for AWS; e.g. "http://127.0.0.1:3900" for a local server.
+    pub endpoint: String,
+    pub region: String,
+    /// Prefix of every object name, e.g. "journeyd/".
+    pub prefix: String,
+    /// Path-style addressing (most S3-compatible servers want it).
+    pub path_style: bool,
+    /// Credentials. Empty: taken from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Objects above this size are uploaded in parts of this size. At least 5 MiB.
+    pub part_bytes: usize,
+}
+
+impl Default for S3Section {
+    fn default() -> Self {
+        Self {
+            bucket: String::new(),
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            prefix: String::new(),
+            path_style: false,
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            part_bytes: 16 << 20,
+        }
+    }
+}
+
 /// `[demo]`: the company created on first start, so that devices can enrol at once.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -245,6 +327,18 @@ impl JourneydConfig {
             self.store.queue_capacity >= 1 && self.store.max_group >= 1,
             "store.queue_capacity and store.max_group must be at least 1"
         );
+        anyhow::ensure!(
+            self.archive.late_arrival_window >= Duration::from_secs(7 * 86_400),
+            "archive.late_arrival_window must be at least 7 days (the device buffer)"
+        );
+        anyhow::ensure!(
+            self.archive.s3.part_bytes >= 5 << 20,
+            "archive.s3.part_bytes must be at least 5 MiB (5242880)"
+        );
+        anyhow::ensure!(
+            self.archive.attempts >= 1,
+            "archive.attempts must be at least 1"
+        );
         Ok(())
     }
 
@@ -264,6 +358,66 @@ impl JourneydConfig {
 
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join("hot")
+    }
+
+    /// Where the master key comes from: the environment if set, else the key file.
+    pub fn master_key_source(&self) -> journeyd_keys::MasterKeySource {
+        if std::env::var_os(journeyd_keys::MASTER_KEY_ENV).is_some() {
+            return journeyd_keys::MasterKeySource::Environment;
+        }
+        match &self.keys.master_key_file {
+            Some(path) => journeyd_keys::MasterKeySource::File {
+                path: path.clone(),
+                create: false,
+            },
+            None => journeyd_keys::MasterKeySource::File {
+                path: self.data_dir.join("master.key"),
+                create: true,
+            },
+        }
+    }
+
+    /// The store's config.
+    pub fn store_config(&self) -> journeyd_store::StoreConfig {
+        journeyd_store::StoreConfig {
+            path: self.store_path(),
+            sync: self.store.sync,
+            write_buffer_bytes: self.store.write_buffer_bytes,
+            master_key: self.master_key_source(),
+        }
+    }
+
+    /// Where archived journeys and backups go.
+    pub fn object_store_config(&self) -> anyhow::Result<journeyd_objects::ObjectStoreConfig> {
+        let s3 = &self.archive.s3;
+        if s3.bucket.is_empty() {
+            return Ok(journeyd_objects::ObjectStoreConfig::Local {
+                dir: self
+                    .archive
+                    .dir
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("archive")),
+            });
+        }
+        let from_env = |value: &str, var: &str| {
+            if value.is_empty() {
+                std::env::var(var).unwrap_or_default()
+            } else {
+                value.to_owned()
+            }
+        };
+        Ok(journeyd_objects::ObjectStoreConfig::S3(
+            journeyd_objects::S3Config {
+                endpoint: s3.endpoint.clone(),
+                region: s3.region.clone(),
+                bucket: s3.bucket.clone(),
+                prefix: s3.prefix.clone(),
+                path_style: s3.path_style,
+                access_key_id: from_env(&s3.access_key_id, "AWS_ACCESS_KEY_ID"),
+                secret_access_key: from_env(&s3.secret_access_key, "AWS_SECRET_ACCESS_KEY"),
+                part_bytes: s3.part_bytes,
+            },
+        ))
     }
 
     /// Where serve writes the demo tenant's enrolment code on first start.

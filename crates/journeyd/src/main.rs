@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use journeyd::config::JourneydConfig;
 use journeyd::{bench, replay, serve};
-use journeyd_store::{DeviceId, HotStore, StoreConfig};
+use journeyd_store::{DeviceId, HotStore};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -235,12 +235,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "no hot store in {} (has journeyd serve run with this data_dir?)",
                 config.store_path().display()
             );
-            let store = HotStore::open_read_only(&config.store_path()).with_context(|| {
-                format!(
-                    "opening {} (has journeyd serve run here?)",
-                    config.store_path().display()
-                )
-            })?;
+            let store =
+                HotStore::open_read_only(&config.store_path(), None).with_context(|| {
+                    format!(
+                        "opening {} (has journeyd serve run here?)",
+                        config.store_path().display()
+                    )
+                })?;
             let stats = store.stats()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&stats)?);
@@ -419,7 +420,7 @@ fn open_store_offline(config: &JourneydConfig, may_create: bool) -> anyhow::Resu
         "no hot store in {} (has journeyd serve run with this data_dir?)",
         path.display()
     );
-    HotStore::open(&StoreConfig::new(&path)).with_context(|| {
+    HotStore::open(&config.store_config()).with_context(|| {
         format!(
             "opening {} (stop journeyd serve first, or use the query API)",
             path.display()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use journeyd_ingest::{Clock, IngestConfig, IngestServer, system_clock};
-use journeyd_store::{HotStore, StoreConfig, Writer, WriterConfig};
+use journeyd_store::{HotStore, Writer, WriterConfig};
 use journeyd_wire::ValidationRules;
 use journeyd_wire::session::SessionLimits;
 
@@ -45,11 +45,7 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let started = std::time::Instant::now();
-        let store_config = StoreConfig {
-            path: config.store_path(),
-            sync: config.store.sync,
-            write_buffer_bytes: config.store.write_buffer_bytes,
-        };
+        let store_config = config.store_config();
         if config.store.ack_without_storing {
             tracing::warn!(
                 "store.ack_without_storing is on: records are acked and thrown away (benchmarks only)"

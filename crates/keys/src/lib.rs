@@ -375,7 +375,12 @@ impl ChunkCipher {
     pub const OVERHEAD: usize = XNONCE + XTAG;
 
     /// Seals `buf[from..]` in place: afterwards `buf[from..]` is nonce ‖ ciphertext ‖ tag.
-    pub fn seal_in_place(&self, aad: &[u8], buf: &mut Vec<u8>, from: usize) -> Result<(), KeyError> {
+    pub fn seal_in_place(
+        &self,
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+        from: usize,
+    ) -> Result<(), KeyError> {
         let nonce: [u8; XNONCE] = random()?;
         let plain_len = buf.len() - from;
         buf.reserve(Self::OVERHEAD);

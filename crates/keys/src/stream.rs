@@ -206,9 +206,9 @@ impl<R: Read> DecryptingReader<R> {
         self.inner.read_exact(&mut self.plain)?;
         for last in [false, true] {
             let mut attempt = self.plain.clone();
-            if let Ok(p) = self
-                .key
-                .open_in_place(nonce(self.index), Aad::from([last as u8]), &mut attempt)
+            if let Ok(p) =
+                self.key
+                    .open_in_place(nonce(self.index), Aad::from([last as u8]), &mut attempt)
             {
                 let n = p.len();
                 attempt.truncate(n);

@@ -21,6 +21,12 @@ pub enum StoreError {
     UnknownDevice(u64),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Key(#[from] journeyd_keys::KeyError),
+    #[error(
+        "tenant {0} has no data key (it was destroyed): its positions cannot be read or written"
+    )]
+    NoTenantKey(u32),
 }
 
 impl StoreError {
@@ -35,6 +41,8 @@ impl StoreError {
                     | Self::UnknownTenant(_)
                     | Self::UnknownDevice(_)
                     | Self::Invalid(_)
+                    | Self::Key(_)
+                    | Self::NoTenantKey(_)
             ),
         }
     }

@@ -10,7 +10,10 @@ pub(crate) const CF_DEVICES: &str = "devices";
 pub(crate) const CF_TENANTS: &str = "tenants";
 pub(crate) const CF_USERS: &str = "users";
 pub(crate) const CF_AUDIT: &str = "audit";
-pub(crate) const ALL_CFS: [&str; 8] = [
+pub(crate) const CF_KEYS: &str = "keys";
+pub(crate) const CF_ARCHIVED: &str = "archived";
+pub(crate) const CF_PENDING: &str = "pending";
+pub(crate) const ALL_CFS: [&str; 11] = [
     CF_CHUNKS,
     CF_JOURNEYS,
     CF_SEQS,
@@ -19,6 +22,9 @@ pub(crate) const ALL_CFS: [&str; 8] = [
     CF_TENANTS,
     CF_USERS,
     CF_AUDIT,
+    CF_KEYS,
+    CF_ARCHIVED,
+    CF_PENDING,
 ];
 
 pub(crate) fn device_prefix(t: TenantId, d: DeviceId) -> [u8; 12] {

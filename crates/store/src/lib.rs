@@ -10,6 +10,11 @@
 //! | `tenants` | tenant u32 BE | [`TenantRecord`] as JSON, with its [`TenantPolicy`] |
 //! | `users` | tenant u32 BE · username | [`UserRecord`] as JSON |
 //! | `audit` | tenant u32 BE · time · counter | [`AuditEntry`] as JSON, append-only |
+//! | `keys` | tenant u32 BE | the tenant's data key, wrapped by the master key, as JSON |
+//! | `archived` | tenant · device · journey | [`ArchivedJourney`]: where the journey lives in the archive |
+//! | `pending` | object name | [`PendingUpload`]: an archive upload begun and not yet committed |
+//!
+//! Chunks and the `last` positions are sealed with the tenant's data key (`journeyd-keys`).
 //!
 //! A batch costs one put of its chunk, one of its journey's metadata and one of its sequence
 //! number, all in one write batch that shares a synced WAL write with every other batch that
@@ -19,9 +24,11 @@
 //! journeyd-wire's rules kept.
 
 mod accounts;
+mod archived;
 mod audit;
 pub mod chunk;
 mod error;
+mod keyring;
 mod keys;
 mod meta;
 mod registry;
@@ -29,11 +36,12 @@ mod store;
 pub mod writer;
 
 pub use accounts::{Role, UserRecord};
+pub use archived::{ArchivePart, ArchivedJourney, PendingUpload, RESTORED_SEQ_BASE};
 pub use audit::{AuditEntry, AuditQuery};
 pub use error::StoreError;
 pub use meta::JourneyMeta;
 pub use registry::{AuthFailure, DeviceRecord, TenantPolicy, TenantRecord, hash_secret};
-pub use store::{EngineStats, HotStore, StoreConfig, StoreStats};
+pub use store::{DEFAULT_MASTER_KEY_FILE, EngineStats, HotStore, StoreConfig, StoreStats};
 pub use writer::{WriteOutcome, WriteRequest, Writer, WriterConfig, WriterStats};
 
 /// A company using journeyd.

@@ -164,7 +164,15 @@ impl HotStore {
             created_us: now_us,
             policy: TenantPolicy::default(),
         };
-        self.put_json(CF_TENANTS, &id.to_be_bytes(), &record)?;
+        let key = self.new_tenant_key(TenantId(id), now_us)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_TENANTS),
+            id.to_be_bytes(),
+            serde_json::to_vec(&record).expect("records serialise to JSON"),
+        );
+        batch.put_cf(self.cf(crate::keys::CF_KEYS), id.to_be_bytes(), key);
+        self.db.write_opt(batch, &self.sync_write)?;
         Ok((record, code))
     }
 

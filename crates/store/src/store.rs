@@ -4,13 +4,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use journeyd_keys::{MasterKey, MasterKeySource};
 use journeyd_wire::Position;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteOptions,
 };
 
+use crate::keyring::Keyring;
 use crate::keys::{self, ALL_CFS, CF_CHUNKS, CF_JOURNEYS, CF_LAST};
 use crate::{DeviceId, JourneyId, JourneyMeta, StoreError, TenantId, chunk};
+
+/// The master key file of the embedded default, inside the store's folder.
+pub const DEFAULT_MASTER_KEY_FILE: &str = "MASTER-KEY";
 
 /// How the hot store is opened (config `[store]`).
 #[derive(Debug, Clone)]
@@ -22,12 +27,20 @@ pub struct StoreConfig {
     pub sync: bool,
     /// Memtable size per column family. Default 64 MiB.
     pub write_buffer_bytes: usize,
+    /// Where the master key comes from. Default: a key file inside the store's folder, created
+    /// on first start (demo and test friendly; an operator points this elsewhere).
+    pub master_key: MasterKeySource,
 }
 
 impl StoreConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
         Self {
-            path: path.into(),
+            master_key: MasterKeySource::File {
+                path: path.join(DEFAULT_MASTER_KEY_FILE),
+                create: true,
+            },
+            path,
             sync: true,
             write_buffer_bytes: 64 << 20,
         }
@@ -41,6 +54,12 @@ pub struct HotStore {
     pub(crate) admin: Mutex<()>,
     pub(crate) fail_next_writes: AtomicU32,
     pub(crate) stall_writes: std::sync::atomic::AtomicBool,
+    pub(crate) keyring: Keyring,
+    /// Held by the writer around each group commit and by whoever deletes or rewrites hot
+    /// journeys (the compactor), so neither sees the other half-done.
+    pub(crate) hot_lock: Mutex<()>,
+    /// Bumped each time hot journeys are deleted or rewritten outside the writer.
+    pub(crate) archive_epoch: std::sync::atomic::AtomicU64,
     path: PathBuf,
 }
 
@@ -99,17 +118,23 @@ impl HotStore {
             o.set_block_based_table_factory(&table);
             ColumnFamilyDescriptor::new(*name, o)
         });
+        let master = MasterKey::load(&config.master_key)?;
         let db = DB::open_cf_descriptors(&opts, &config.path, cfs)?;
         let mut sync_write = WriteOptions::default();
         sync_write.set_sync(config.sync);
-        Ok(Self {
+        let store = Self {
             db,
             sync_write,
             admin: Mutex::new(()),
             fail_next_writes: AtomicU32::new(0),
             stall_writes: std::sync::atomic::AtomicBool::new(false),
+            keyring: Keyring::new(Some(master)),
+            hot_lock: Mutex::new(()),
+            archive_epoch: std::sync::atomic::AtomicU64::new(0),
             path: config.path.clone(),
-        })
+        };
+        store.check_master_key()?;
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -140,8 +165,9 @@ impl HotStore {
         }
     }
 
-    /// Opens an existing store for reading only, beside a running server.
-    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+    /// Opens an existing store for reading only, beside a running server. Without the master
+    /// key it reads counts and the registry, not positions.
+    pub fn open_read_only(path: &Path, master: Option<MasterKey>) -> Result<Self, StoreError> {
         let opts = Options::default();
         let db = DB::open_cf_for_read_only(&opts, path, ALL_CFS, false)?;
         Ok(Self {
@@ -150,6 +176,9 @@ impl HotStore {
             admin: Mutex::new(()),
             fail_next_writes: AtomicU32::new(0),
             stall_writes: std::sync::atomic::AtomicBool::new(false),
+            keyring: Keyring::new(master),
+            hot_lock: Mutex::new(()),
+            archive_epoch: std::sync::atomic::AtomicU64::new(0),
             path: path.to_owned(),
         })
     }
@@ -249,7 +278,12 @@ impl HotStore {
             if !k.starts_with(prefix) {
                 break;
             }
-            f(&k, chunk::decode(&k, &v)?);
+            let tenant = keys::u32_at(&k, 0)
+                .ok_or_else(|| StoreError::corrupt("chunk key", &k, "too short"))?;
+            f(
+                &k,
+                chunk::decode(&self.chunk_cipher(TenantId(tenant))?, &k, &v)?,
+            );
         }
         Ok(())
     }
@@ -260,7 +294,7 @@ impl HotStore {
         match self.db.get_pinned_cf(self.cf(CF_LAST), key)? {
             None => Ok(None),
             Some(v) => {
-                let c = chunk::decode(&key, &v)?;
+                let c = chunk::decode(&self.chunk_cipher(t)?, &key, &v)?;
                 Ok(c.positions.into_iter().next())
             }
         }

@@ -202,6 +202,15 @@ fn run(store: &HotStore, rx: &Receiver<WriteRequest>, config: WriterConfig, stat
                 })
                 .collect())
         } else {
+            // The compactor deletes hot journeys under the same lock; after it did, what this
+            // thread cached about them is stale.
+            let _exclusive = store.hot_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let epoch = store.archive_epoch.load(Ordering::SeqCst);
+            if epoch != cache.epoch {
+                cache.metas.clear();
+                cache.last.clear();
+                cache.epoch = epoch;
+            }
             commit(store, &mut cache, &mut group)
         };
         match result {
@@ -250,6 +259,8 @@ fn record_positions(record: &Record) -> u32 {
 struct MetaCache {
     metas: HashMap<[u8; 20], JourneyMeta>,
     last: HashMap<[u8; 12], i64>,
+    /// The store's archive epoch the entries were read under.
+    epoch: u64,
 }
 
 impl MetaCache {
@@ -418,8 +429,15 @@ fn commit(
             }
         };
         if let Some(positions) = plan.fresh {
-            chunk::encode(&positions, req.received_us, &mut buf);
             let key = keys::chunk_key(req.tenant, req.device, JourneyId(plan.journey), req.seq);
+            if let Err(e) = store
+                .chunk_cipher(req.tenant)
+                .and_then(|c| chunk::encode(&c, &key, &positions, req.received_us, &mut buf))
+            {
+                tracing::error!(device = req.device.0, seq = req.seq.0, error = %e, "cannot seal a chunk; the device will resend it");
+                outcomes.push(Err(e));
+                continue;
+            }
             batch.put_cf(store.cf(CF_CHUNKS), key, &buf);
             staged
                 .chunks
@@ -439,8 +457,12 @@ fn commit(
     }
 
     for (key, (_, p)) in &staged.last {
-        chunk::encode(std::slice::from_ref(p), 0, &mut buf);
-        batch.put_cf(store.cf(CF_LAST), key, &buf);
+        let tenant = TenantId(keys::u32_at(key, 0).expect("12-byte device prefix"));
+        // A tenant whose key cannot be had failed its records above; nothing of it is staged.
+        if let Ok(cipher) = store.chunk_cipher(tenant) {
+            chunk::encode(&cipher, key, std::slice::from_ref(p), 0, &mut buf)?;
+            batch.put_cf(store.cf(CF_LAST), key, &buf);
+        }
     }
 
     store.wait_while_stalled();
@@ -473,7 +495,12 @@ fn last_fix_time(
         return Ok(Some(*t));
     }
     match store.db.get_pinned_cf(store.cf(CF_LAST), key)? {
-        Some(v) => Ok(chunk::fix_times(key, &v)?.next()),
+        Some(v) => {
+            let tenant = TenantId(keys::u32_at(key, 0).expect("12-byte device prefix"));
+            Ok(chunk::fix_times(&store.chunk_cipher(tenant)?, key, &v)?
+                .first()
+                .copied())
+        }
         None => Ok(None),
     }
 }
@@ -485,6 +512,8 @@ fn held_fix_times(
     pending: &[([u8; 20], Vec<i64>)],
 ) -> Result<HashSet<i64>, StoreError> {
     let mut held = HashSet::new();
+    let tenant = TenantId(keys::u32_at(jkey, 0).expect("20-byte journey key"));
+    let cipher = store.chunk_cipher(tenant)?;
     for item in store.db.iterator_cf(
         store.cf(CF_CHUNKS),
         rocksdb::IteratorMode::From(jkey, rocksdb::Direction::Forward),
@@ -493,7 +522,7 @@ fn held_fix_times(
         if !k.starts_with(jkey) {
             break;
         }
-        held.extend(chunk::fix_times(&k, &v)?);
+        held.extend(chunk::fix_times(&cipher, &k, &v)?);
     }
     for (k, times) in pending {
         if k == jkey {

@@ -12,6 +12,7 @@ const T0: i64 = 1_780_000_000_000_000;
 fn open() -> (tempfile::TempDir, Arc<HotStore>, Writer) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(HotStore::open(&StoreConfig::new(dir.path().join("db"))).unwrap());
+    store.create_tenant("one", T0).unwrap();
     let writer = Writer::start(store.clone(), WriterConfig::default());
     (dir, store, writer)
 }
@@ -31,9 +32,19 @@ fn batch(journey: u64, times: &[i64]) -> Record {
 }
 
 fn write(w: &Writer, device: u64, seq: u64, record: Record) -> Result<WriteOutcome, StoreError> {
+    write_for(w, TenantId(1), device, seq, record)
+}
+
+fn write_for(
+    w: &Writer,
+    tenant: TenantId,
+    device: u64,
+    seq: u64,
+    record: Record,
+) -> Result<WriteOutcome, StoreError> {
     let (tx, rx) = mpsc::channel();
     let req = WriteRequest {
-        tenant: TenantId(1),
+        tenant,
         device: DeviceId(device),
         seq: BatchSeq(seq),
         record,
@@ -152,6 +163,7 @@ fn data_survives_reopen() {
     let cfg = StoreConfig::new(dir.path().join("db"));
     {
         let store = Arc::new(HotStore::open(&cfg).unwrap());
+        store.create_tenant("one", T0).unwrap();
         let w = Writer::start(store.clone(), WriterConfig::default());
         write(&w, 3, 1, batch(9, &[5, 6])).unwrap();
         w.shutdown();
@@ -165,4 +177,77 @@ fn data_survives_reopen() {
         2
     );
     assert!(store.is_stored(DeviceId(3), BatchSeq(1)).unwrap());
+}
+
+#[test]
+fn a_destroyed_tenant_key_makes_that_tenant_unreadable_and_nobody_else() {
+    let (_d, store, w) = open();
+    store.create_tenant("two", T0).unwrap();
+    write_for(&w, TenantId(1), 1, 1, batch(7, &[10, 20])).unwrap();
+    write_for(&w, TenantId(2), 2, 1, batch(8, &[10, 20])).unwrap();
+    store.destroy_tenant_key(TenantId(1)).unwrap();
+    let e = store
+        .track(TenantId(1), DeviceId(1), JourneyId(7))
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NoTenantKey(1)), "{e}");
+    assert!(!e.is_retryable());
+    let e = write_for(&w, TenantId(1), 1, 2, batch(7, &[30])).unwrap_err();
+    assert!(matches!(e, StoreError::NoTenantKey(1)), "{e}");
+    assert_eq!(
+        store
+            .track(TenantId(2), DeviceId(2), JourneyId(8))
+            .unwrap()
+            .len(),
+        2
+    );
+    write_for(&w, TenantId(2), 2, 2, batch(8, &[30])).unwrap();
+}
+
+#[test]
+fn rotating_the_master_key_rewraps_and_rewrites_no_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let old_key = dir.path().join("old.key");
+    let new_key = dir.path().join("new.key");
+    let config = |key: &std::path::Path, create: bool| StoreConfig {
+        master_key: journeyd_keys::MasterKeySource::File {
+            path: key.to_path_buf(),
+            create,
+        },
+        ..StoreConfig::new(&path)
+    };
+    {
+        let store = Arc::new(HotStore::open(&config(&old_key, true)).unwrap());
+        store.create_tenant("one", T0).unwrap();
+        let w = Writer::start(store.clone(), WriterConfig::default());
+        write(&w, 1, 1, batch(7, &[10, 20])).unwrap();
+        w.shutdown();
+        let chunks_before: Vec<_> = store
+            .db
+            .iterator_cf(store.cf(CF_CHUNKS), rocksdb::IteratorMode::Start)
+            .map(|i| i.unwrap())
+            .collect();
+        let new = journeyd_keys::MasterKey::load(&journeyd_keys::MasterKeySource::File {
+            path: new_key.clone(),
+            create: true,
+        })
+        .unwrap();
+        assert_eq!(store.rotate_master_key(&new, T0).unwrap(), 1);
+        let chunks_after: Vec<_> = store
+            .db
+            .iterator_cf(store.cf(CF_CHUNKS), rocksdb::IteratorMode::Start)
+            .map(|i| i.unwrap())
+            .collect();
+        assert_eq!(chunks_before, chunks_after);
+    }
+    let e = HotStore::open(&config(&old_key, false)).unwrap_err();
+    assert!(e.to_string().contains("wrong key"), "{e}");
+    let store = HotStore::open(&config(&new_key, false)).unwrap();
+    assert_eq!(
+        store
+            .track(TenantId(1), DeviceId(1), JourneyId(7))
+            .unwrap()
+            .len(),
+        2
+    );
 }
