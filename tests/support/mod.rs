@@ -36,6 +36,9 @@ pub fn test_config(dir: &Path) -> JourneydConfig {
     };
     c.ingest.listen = "127.0.0.1:0".parse().unwrap();
     c.api.listen = "127.0.0.1:0".parse().unwrap();
+    // Tests run the compactor and backups themselves, at the times they choose.
+    c.archive.compact_every = Duration::ZERO;
+    c.archive.backup_every = Duration::ZERO;
     c
 }
 
@@ -148,6 +151,56 @@ pub struct ChildServer {
     pub cert: PathBuf,
 }
 
+/// Writes `<dir>/journeyd.toml` for a child server: loopback, free ports, no scheduled archive
+/// jobs, plus `extra`. Returns the config path and the data folder.
+pub fn write_child_config(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
+    let data_dir = dir.join("data");
+    let config_path = dir.join("journeyd.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "data_dir = {:?}\n[ingest]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[archive]\ncompact_every = \"0s\"\nbackup_every = \"0s\"\n{extra}",
+            data_dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    (config_path, data_dir)
+}
+
+/// The `[archive.s3]` section for the S3-compatible server the test command started
+/// (scripts/s3-test-server.sh), with a bucket of this test's own.
+pub fn s3_section(bucket: &str) -> String {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run the tests with scripts/test.sh, which starts a local S3-compatible server")
+        })
+    };
+    format!(
+        "[archive.s3]\nbucket = {bucket:?}\nendpoint = {:?}\nregion = {:?}\npath_style = true\naccess_key_id = {:?}\nsecret_access_key = {:?}\npart_bytes = 5242880\nprefix = \"journeyd/\"\n",
+        var("JOURNEYD_TEST_S3_ENDPOINT"),
+        var("JOURNEYD_TEST_S3_REGION"),
+        var("JOURNEYD_TEST_S3_ACCESS_KEY_ID"),
+        var("JOURNEYD_TEST_S3_SECRET_ACCESS_KEY"),
+    )
+}
+
+/// Creates a bucket on the test S3 server.
+pub fn create_bucket(bucket: &str) {
+    let config = JourneydConfig::parse(&s3_section(bucket)).unwrap();
+    let objects = journeyd::archive_cmd::open_objects(&config).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(objects.ensure_bucket())
+        .unwrap();
+}
+
+/// A bucket name unique to this test run.
+pub fn bucket_name(test: &str) -> String {
+    format!("{test}-{}", now_us() % 1_000_000_000).replace('_', "-")
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_journeyd")
 }
@@ -155,16 +208,12 @@ pub fn binary() -> &'static str {
 impl ChildServer {
     /// Starts `journeyd serve` on `dir` (reusing what is there) and waits until it is ready.
     pub fn start(dir: &Path) -> Self {
-        let data_dir = dir.join("data");
-        let config_path = dir.join("journeyd.toml");
-        std::fs::write(
-            &config_path,
-            format!(
-                "data_dir = {:?}\n[ingest]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
-                data_dir.display().to_string()
-            ),
-        )
-        .unwrap();
+        Self::start_with_config(dir, "")
+    }
+
+    /// Writes the test config (plus `extra` TOML, e.g. an `[archive.s3]` section) and starts.
+    pub fn start_with_config(dir: &Path, extra: &str) -> Self {
+        let (config_path, data_dir) = write_child_config(dir, extra);
         let ready_path = data_dir.join("ready.json");
         let _ = std::fs::remove_file(&ready_path);
         #[expect(

@@ -70,6 +70,14 @@ pub(crate) struct AppState {
     pub(crate) config: ApiConfig,
     pub(crate) clock: Clock,
     pub(crate) sessions: auth::Sessions,
+    pub(crate) archive: Option<ArchiveAccess>,
+}
+
+/// The archive, as the API reads it.
+#[derive(Debug, Clone)]
+pub struct ArchiveAccess {
+    pub objects: Arc<journeyd_objects::ObjectStore>,
+    pub compactor: Arc<journeyd_archiver::CompactorStats>,
 }
 
 impl AppState {

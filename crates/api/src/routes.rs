@@ -29,9 +29,11 @@ type St = State<Arc<AppState>>;
 type ApiResult<T> = Result<T, ApiError>;
 
 mod admin;
+mod archive;
 mod reads;
 
 use admin::*;
+use archive::*;
 use reads::*;
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -64,6 +66,15 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/devices/{device}/days/{date}", get(device_day))
         .route("/api/v1/live", get(live))
+        .route("/api/v1/archive/journeys", get(search_archive))
+        .route(
+            "/api/v1/archive/devices/{device}/journeys/{journey}",
+            get(archived_journey),
+        )
+        .route(
+            "/api/v1/archive/devices/{device}/journeys/{journey}/restore",
+            post(restore_journey),
+        )
         .route("/api/v1/devices", get(list_devices).post(add_device))
         .route("/api/v1/devices/{device}/block", post(block_device))
         .route("/api/v1/devices/{device}/unblock", post(unblock_device))

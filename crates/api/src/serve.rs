@@ -29,6 +29,7 @@ impl ApiServer {
         key: PrivateKeyDer<'static>,
         store: Arc<HotStore>,
         ingest: IngestServer,
+        archive: crate::ArchiveAccess,
         clock: Clock,
     ) -> Result<Self, ApiError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -54,6 +55,7 @@ impl ApiServer {
             config,
             clock,
             sessions: auth::Sessions::default(),
+            archive: Some(archive),
         });
         let app = routes::router(state);
         tokio::spawn(async move {

@@ -162,6 +162,19 @@ impl Compactor {
         &self.stats
     }
 
+    /// [`Compactor::run`] from outside a runtime (tests, tools), logging its progress.
+    pub fn run_blocking(&self, now_us: i64) -> Result<RunReport, ArchiverError> {
+        let handle = tokio::runtime::Handle::try_current();
+        match handle {
+            Ok(h) => h.block_on(self.run(now_us, &LogProgress)),
+            Err(_) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(io("starting a runtime"))?
+                .block_on(self.run(now_us, &LogProgress)),
+        }
+    }
+
     /// One run at `now_us`. On an object store outage the run stops at the first failed
     /// object; nothing of that object is deleted from the hot store, and the next run goes on.
     pub async fn run(

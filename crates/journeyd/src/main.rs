@@ -50,6 +50,33 @@ enum Command {
     },
     /// Drive simulated devices against a fresh server and print throughput and ack latency.
     Bench(BenchArgs),
+    /// Archive journeys past their hot retention now (serve does it on a schedule). With the
+    /// server stopped.
+    Compact {
+        /// Act as if it were this time (RFC 3339), e.g. to archive "now" in a demo.
+        #[arg(long)]
+        now: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search, read and restore archived journeys; rebuild the archive index.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+    /// The master key and the tenants' data keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Take an encrypted backup of the hot store into the archive's object store (with the
+    /// server stopped; serve takes one daily).
+    Backup {
+        #[arg(long)]
+        now: Option<String>,
+    },
+    /// Rebuild this node from the latest backup plus the archive, into an empty data folder.
+    RestoreBackup {
+        /// A backup's object name (`backups/…`). Default: the latest.
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Write a set of generated journeys as CSV files into a folder, for demos.
     DemoTracks {
         /// Folder to write the CSV files into.
@@ -57,6 +84,70 @@ enum Command {
         /// How many devices (one file each).
         #[arg(long, default_value_t = 5)]
         devices: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ArchiveCommand {
+    /// List archived journeys.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        device: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an archive file (or any journeyd Parquet file) as CSV, without a server.
+    Read {
+        file: PathBuf,
+        /// The tenant key, 64 hex digits (`journeyd keys export`). Or `--key-file`.
+        #[arg(long, env = "JOURNEYD_TENANT_KEY")]
+        key: Option<String>,
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Bring an archived journey back into the hot store for some days.
+    Restore {
+        #[arg(long)]
+        device: u64,
+        #[arg(long)]
+        journey: u64,
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        now: Option<String>,
+    },
+    /// Rebuild the archive index from the objects alone.
+    RebuildIndex,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Print a new random master key (64 hex digits) for a key file or JOURNEYD_MASTER_KEY.
+    New,
+    /// Re-wrap every tenant key under a new master key (no data is rewritten). Then point
+    /// keys.master_key_file (or JOURNEYD_MASTER_KEY) at the new key.
+    Rotate {
+        /// File with the new master key; created when missing.
+        #[arg(long)]
+        new_key_file: PathBuf,
+    },
+    /// Print a tenant's data key (64 hex digits), for reading its archive files elsewhere.
+    Export {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Destroy a tenant's data key: all its positions, hot and archived, become unreadable for
+    /// good. Nobody else's are touched.
+    Destroy {
+        #[arg(long)]
+        tenant: String,
+        /// Confirms that this cannot be undone.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -228,6 +319,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => runtime()?.block_on(serve::run(config)),
         Command::Device(cmd) => device(&config, cmd),
+        Command::Compact { now, json } => {
+            let now = journeyd::archive_cmd::now_or(now.as_deref())?;
+            let store = std::sync::Arc::new(open_store_offline(&config, false)?);
+            let report =
+                runtime()?.block_on(journeyd::archive_cmd::compact(&config, store, now))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "archived {} journeys, {} positions, {} objects, {} bytes",
+                    report.journeys, report.rows, report.objects, report.bytes
+                );
+            }
+            Ok(())
+        }
+        Command::Archive(cmd) => archive(&config, cmd),
+        Command::Keys(cmd) => keys(&config, cmd),
+        Command::Backup { now } => {
+            let now = journeyd::archive_cmd::now_or(now.as_deref())?;
+            let store = open_store_offline(&config, false)?;
+            let objects = journeyd::archive_cmd::open_objects(&config)?;
+            let master = journeyd_keys::MasterKey::load(&config.master_key_source())?;
+            let report = runtime()?.block_on(journeyd_archiver::backup::backup(
+                &store,
+                &objects,
+                &master,
+                &journeyd::archive_cmd::work_dir(&config),
+                now,
+            ))?;
+            println!("{} ({} bytes)", report.object, report.bytes);
+            Ok(())
+        }
+        Command::RestoreBackup { name } => {
+            let objects = journeyd::archive_cmd::open_objects(&config)?;
+            let master = journeyd_keys::MasterKey::load(&config.master_key_source())
+                .context("restore-backup needs the master key the backup was taken with")?;
+            let rt = runtime()?;
+            let name = rt.block_on(journeyd_archiver::backup::restore_backup(
+                &objects,
+                &master,
+                &config.store_path(),
+                name.as_deref(),
+            ))?;
+            let store = open_store_offline(&config, false)?;
+            let rebuilt =
+                rt.block_on(journeyd_archiver::retrieve::rebuild_index(&store, &objects))?;
+            println!(
+                "restored {name}; archive index rebuilt: {} journeys in {} objects ({} hot copies the archive already held dropped)",
+                rebuilt.journeys, rebuilt.objects, rebuilt.hot_copies_dropped
+            );
+            Ok(())
+        }
         Command::User(cmd) => user(&config, cmd),
         Command::Stats { json } => {
             anyhow::ensure!(
@@ -410,6 +553,127 @@ fn device(config: &JourneydConfig, cmd: DeviceCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[expect(clippy::print_stdout, reason = "printing is what these commands do")]
+fn archive(config: &JourneydConfig, cmd: ArchiveCommand) -> anyhow::Result<()> {
+    match cmd {
+        ArchiveCommand::List {
+            tenant,
+            device,
+            json,
+        } => {
+            let store = open_store_offline(config, false)?;
+            let t = journeyd::archive_cmd::tenant(&store, tenant.as_deref())?;
+            let found =
+                journeyd_archiver::retrieve::search(&store, t, device.map(DeviceId), None, None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else {
+                for e in found {
+                    println!(
+                        "device {} journey {}: {} positions, {} object(s){}",
+                        e.device.0,
+                        e.journey,
+                        e.positions,
+                        e.parts.len(),
+                        if e.restored_until_us.is_some() {
+                            ", restored"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            Ok(())
+        }
+        ArchiveCommand::Read {
+            file,
+            key,
+            key_file,
+        } => {
+            let key = match (key, key_file) {
+                (Some(k), _) => Some(journeyd_keys::DataKey::from_hex(&k, "--key")?),
+                (None, Some(f)) => {
+                    let text = std::fs::read_to_string(&f)
+                        .with_context(|| format!("reading {}", f.display()))?;
+                    Some(journeyd_keys::DataKey::from_hex(
+                        &text,
+                        &f.display().to_string(),
+                    )?)
+                }
+                (None, None) => None,
+            };
+            let mut out = std::io::stdout().lock();
+            journeyd::archive_cmd::read_file(&file, key, &mut out)?;
+            Ok(())
+        }
+        ArchiveCommand::Restore {
+            device,
+            journey,
+            days,
+            tenant,
+            now,
+        } => {
+            let now = journeyd::archive_cmd::now_or(now.as_deref())?;
+            let store = open_store_offline(config, false)?;
+            let t = journeyd::archive_cmd::tenant(&store, tenant.as_deref())?;
+            let n = runtime()?.block_on(journeyd::archive_cmd::restore(
+                config, &store, t, device, journey, days, now,
+            ))?;
+            println!("restored {n} positions for {days} days");
+            Ok(())
+        }
+        ArchiveCommand::RebuildIndex => {
+            let store = open_store_offline(config, false)?;
+            let objects = journeyd::archive_cmd::open_objects(config)?;
+            let report = runtime()?
+                .block_on(journeyd_archiver::retrieve::rebuild_index(&store, &objects))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+    }
+}
+
+#[expect(clippy::print_stdout, reason = "printing is what these commands do")]
+fn keys(config: &JourneydConfig, cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::New => {
+            println!("{}", journeyd_keys::MasterKey::generate()?.to_hex());
+            Ok(())
+        }
+        KeysCommand::Rotate { new_key_file } => {
+            let store = open_store_offline(config, false)?;
+            let new = journeyd_keys::MasterKey::load(&journeyd_keys::MasterKeySource::File {
+                path: new_key_file.clone(),
+                create: true,
+            })?;
+            let n = store.rotate_master_key(&new, serve::now_us())?;
+            println!(
+                "re-wrapped {n} tenant keys under master key {}; now set keys.master_key_file = {:?} (or JOURNEYD_MASTER_KEY) and keep the old key until you have checked a start",
+                new.id(),
+                new_key_file.display().to_string()
+            );
+            Ok(())
+        }
+        KeysCommand::Export { tenant } => {
+            let store = open_store_offline(config, false)?;
+            let t = journeyd::archive_cmd::tenant(&store, tenant.as_deref())?;
+            println!("{}", store.tenant_key(t)?.to_hex());
+            Ok(())
+        }
+        KeysCommand::Destroy { tenant, yes } => {
+            anyhow::ensure!(
+                yes,
+                "destroying a tenant key makes its data unreadable for good; add --yes to confirm"
+            );
+            let store = open_store_offline(config, false)?;
+            let t = journeyd::archive_cmd::tenant(&store, Some(&tenant))?;
+            store.destroy_tenant_key(t)?;
+            println!("tenant {tenant}'s data key is destroyed");
+            Ok(())
+        }
+    }
 }
 
 /// Opens the store for an offline command. Only commands that enrol may create it.

@@ -18,7 +18,10 @@ pub struct Server {
     pub writer: Writer,
     pub ingest: IngestServer,
     pub api: journeyd_api::ApiServer,
+    pub objects: Arc<journeyd_objects::ObjectStore>,
+    pub compactor: Arc<journeyd_archiver::Compactor>,
     pub config: JourneydConfig,
+    archive_jobs: tokio::task::JoinHandle<()>,
 }
 
 /// What serve writes to `ready.json` once it listens.
@@ -93,12 +96,32 @@ impl Server {
             store.clone(),
             writer.clone(),
         )?;
+        let objects = crate::archive_cmd::open_objects(&config)?;
+        let compactor = Arc::new(crate::archive_cmd::compactor(
+            &config,
+            store.clone(),
+            objects.clone(),
+        ));
+        let master = journeyd_keys::MasterKey::load(&config.master_key_source())?;
+        let archive_jobs = tokio::spawn(crate::archive_cmd::schedule(
+            config.clone(),
+            store.clone(),
+            objects.clone(),
+            compactor.clone(),
+            master,
+            clock.clone(),
+        ));
+        tracing::info!(at = objects.describe(), "archive");
         let api = journeyd_api::ApiServer::start(
             config.api.to_config(),
             certs,
             key,
             store.clone(),
             ingest.clone(),
+            journeyd_api::ArchiveAccess {
+                objects: objects.clone(),
+                compactor: compactor.stats().clone(),
+            },
             clock,
         )?;
         let ready = Ready {
@@ -114,12 +137,16 @@ impl Server {
             writer,
             ingest,
             api,
+            objects,
+            compactor,
             config,
+            archive_jobs,
         })
     }
 
     /// Stops ingest, lets the writer finish what it holds, and flushes the store.
     pub async fn shutdown(self) {
+        self.archive_jobs.abort();
         self.ingest.shutdown().await;
         let Self {
             store,
@@ -136,6 +163,7 @@ impl Server {
 
     /// The same, without waiting for devices to hear the close: for drops and tests.
     pub fn stop_now(&self) {
+        self.archive_jobs.abort();
         self.ingest.close();
         close_store(&self.writer, &self.store);
     }

@@ -206,10 +206,21 @@ pub(super) async fn journey_track(
     Query(q): Query<RangeQuery>,
 ) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
-    let (d, j, _) = journey_of(&state, &caller, device, &journey)?;
     let from = parse_opt_time("from", &q.from)?.unwrap_or(i64::MIN);
     let to = parse_opt_time("to", &q.to)?.unwrap_or(i64::MAX);
-    let track = state.store.track_between(d.tenant, d.id, j, from, to)?;
+    let (d, j, track) = match journey_of(&state, &caller, device, &journey) {
+        Ok((d, j, _)) => {
+            let track = state.store.track_between(d.tenant, d.id, j, from, to)?;
+            (d, j, track)
+        }
+        // Not hot: an investigator reads it straight from the archive.
+        Err(ApiError::NotFound) => {
+            let (d, j, mut track) = archived_track(&state, &caller, device, &journey).await?;
+            track.retain(|p| (from..=to).contains(&p.fix_time_us));
+            (d, j, track)
+        }
+        Err(e) => return Err(e),
+    };
     let positions: Vec<Value> = track.iter().map(position_json).collect();
     Ok(Json(
         json!({"device": d.id.0, "journey": j.0.to_string(), "positions": positions}),
@@ -230,8 +241,14 @@ pub(super) async fn journey_summary(
     Path((device, journey)): Path<(u64, String)>,
 ) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
-    let (d, j, _) = journey_of(&state, &caller, device, &journey)?;
-    let track = state.store.track(d.tenant, d.id, j)?;
+    let (d, j, track) = match journey_of(&state, &caller, device, &journey) {
+        Ok((d, j, _)) => {
+            let track = state.store.track(d.tenant, d.id, j)?;
+            (d, j, track)
+        }
+        Err(ApiError::NotFound) => archived_track(&state, &caller, device, &journey).await?,
+        Err(e) => return Err(e),
+    };
     let summary = report::summarize(&track, &rules(&state));
     Ok(Json(
         json!({"device": d.id.0, "journey": j.0.to_string(), "summary": summary}),
@@ -338,10 +355,14 @@ pub(super) fn stream_export(
         if !send(format.head(&title)) {
             return;
         }
-        for (i, (d, j, from, to)) in parts.iter().enumerate() {
+        for (i, (d, j, from, to, archived)) in parts.iter().enumerate() {
             // One journey in memory at a time: an export of a year costs what its longest
             // journey costs.
-            match state.store.track_between(d.tenant, d.id, *j, *from, *to) {
+            let track = match archived {
+                Some(track) => Ok(track.to_vec()),
+                None => state.store.track_between(d.tenant, d.id, *j, *from, *to),
+            };
+            match track {
                 Ok(track) => {
                     if !send(format.journey(d.id.0, j.0, &track, i == 0)) {
                         return;
@@ -369,7 +390,14 @@ pub(super) fn stream_export(
         .into_response()
 }
 
-pub(super) type ExportParts = Vec<(DeviceRecord, JourneyId, i64, i64)>;
+/// Journeys to export: (device, journey, from, to, positions already read from the archive).
+pub(super) type ExportParts = Vec<(
+    DeviceRecord,
+    JourneyId,
+    i64,
+    i64,
+    Option<Arc<Vec<Position>>>,
+)>;
 
 /// Streams a Parquet export: row groups leave as they fill, the footer last.
 pub(super) fn write_parquet(
@@ -386,16 +414,16 @@ pub(super) fn write_parquet(
             Ok(w) => w,
             Err(e) => return fail(&tx, e.to_string()),
         };
-    for (d, j, from, to) in parts {
-        let written = state
-            .store
-            .track_between(d.tenant, d.id, j, from, to)
-            .map_err(|e| e.to_string())
-            .and_then(|track| {
-                writer
-                    .write_journey(d.id.0, j.0, &track)
-                    .map_err(|e| e.to_string())
-            });
+    for (d, j, from, to, archived) in parts {
+        let track = match archived {
+            Some(track) => Ok(track.to_vec()),
+            None => state.store.track_between(d.tenant, d.id, j, from, to),
+        };
+        let written = track.map_err(|e| e.to_string()).and_then(|track| {
+            writer
+                .write_journey(d.id.0, j.0, &track)
+                .map_err(|e| e.to_string())
+        });
         if let Err(e) = written {
             return fail(&tx, e);
         }
@@ -421,13 +449,20 @@ pub(super) async fn export_journey(
 ) -> ApiResult<Response> {
     caller.require(READERS)?;
     let format = parse_format(&format)?;
-    let (d, j, _) = journey_of(&state, &caller, device, &journey)?;
+    let (d, j, archived) = match journey_of(&state, &caller, device, &journey) {
+        Ok((d, j, _)) => (d, j, None),
+        Err(ApiError::NotFound) => {
+            let (d, j, track) = archived_track(&state, &caller, device, &journey).await?;
+            (d, j, Some(Arc::new(track)))
+        }
+        Err(e) => return Err(e),
+    };
     let title = format!("device-{}-journey-{}", d.id.0, j.0);
     Ok(stream_export(
         state.clone(),
         format,
         title,
-        vec![(d, j, i64::MIN, i64::MAX)],
+        vec![(d, j, i64::MIN, i64::MAX, archived)],
     ))
 }
 
@@ -454,7 +489,7 @@ pub(super) async fn export_device(
     parts.sort_by_key(|(f, _, j)| (*f, j.0));
     let parts = parts
         .into_iter()
-        .map(|(_, d, j)| (d, j, from, to))
+        .map(|(_, d, j)| (d, j, from, to, None))
         .collect();
     Ok(stream_export(
         state.clone(),
