@@ -691,3 +691,107 @@ async fn f40_encrypted_archive_with_page_index() {
     );
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 3);
 }
+
+/// A TCP proxy on loopback in front of `upstream`: the first `stall` connections are accepted
+/// and never answered (a hung or very slow S3), the rest are forwarded.
+fn stalling_proxy(upstream: std::net::SocketAddr, stall: usize) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(client) = conn else { continue };
+            if n < stall {
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_secs(30));
+                    drop(client);
+                });
+                continue;
+            }
+            let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                continue;
+            };
+            let (mut c1, mut s1) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c2, mut s2) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c1, &mut s1);
+                let _ = s1.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_hung_object_store_is_timed_out_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket_name("slow");
+    create_bucket(&bucket);
+    let config = node_with_old_journeys(dir.path(), &s3_section(&bucket));
+    let expected = {
+        let (store, _) = open_node(&config);
+        hot_tracks(&store)
+    };
+    // Point the node at a proxy whose first two connections hang.
+    let endpoint = std::env::var("JOURNEYD_TEST_S3_ENDPOINT").unwrap();
+    let upstream: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();
+    let proxy = stalling_proxy(upstream, 2);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&endpoint, &format!("http://{proxy}"))
+        .replace("[archive.s3]\n", "[archive.s3]\ntimeout = \"1s\"\n");
+    std::fs::write(&config, text).unwrap();
+    let out = journeyd(&config, &["compact"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("retrying"), "{stderr}");
+    assert_archived_once(&config, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_store_outage_shows_in_the_metrics() {
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let clock = TestClock::default();
+    let ts = TestServer::start_with_clock(
+        |c| {
+            c.archive.attempts = 2;
+            c.archive.s3.bucket = "nowhere".into();
+            c.archive.s3.endpoint = format!("http://127.0.0.1:{dead_port}");
+            c.archive.s3.path_style = true;
+            c.archive.s3.access_key_id = "k".into();
+            c.archive.s3.secret_access_key = "s".into();
+        },
+        clock.clock(),
+    );
+    let id = send(&ts, "dev-outage", 1, &ramp(now_us() - DAY, 20, 60, 45.0)).await;
+    clock.advance(90 * DAY);
+    let now = (clock.clock())();
+    let e = tokio::task::block_in_place(|| ts.server.compactor.run_blocking(now)).unwrap_err();
+    assert!(e.to_string().contains("gave up after 2 attempts"), "{e}");
+    assert_eq!(
+        ts.store()
+            .track(ts.tenant(), id, JourneyId(1))
+            .unwrap()
+            .len(),
+        20,
+        "nothing deleted"
+    );
+    let (status, _, metrics) = ts.api().call("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+    for line in [
+        "journeyd_archive_object_failures_total 1",
+        "journeyd_archive_object_retries_total 1",
+        "journeyd_compaction_failed_runs_total 1",
+        "journeyd_archived_journeys_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}

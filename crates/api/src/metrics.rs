@@ -207,5 +207,61 @@ pub(crate) fn render(state: &AppState) -> String {
         }
         Err(e) => tracing::warn!(error = %e, "cannot read store properties for metrics"),
     }
+    if let Some(archive) = &state.archive {
+        let o = archive.objects.stats();
+        let c = &archive.compactor;
+        for (name, help, kind, value) in [
+            (
+                "journeyd_archive_object_retries_total",
+                "Object store calls that failed and were retried (outages, timeouts, 5xx).",
+                "counter",
+                load(&o.retries),
+            ),
+            (
+                "journeyd_archive_object_failures_total",
+                "Object store calls that failed for good (after their retries).",
+                "counter",
+                load(&o.failures),
+            ),
+            (
+                "journeyd_archive_bytes_uploaded_total",
+                "Bytes uploaded to the archive's object store.",
+                "counter",
+                load(&o.bytes_uploaded),
+            ),
+            (
+                "journeyd_compaction_runs_total",
+                "Compaction runs started.",
+                "counter",
+                load(&c.runs),
+            ),
+            (
+                "journeyd_compaction_failed_runs_total",
+                "Compaction runs that stopped on an error (nothing of their failed object was deleted).",
+                "counter",
+                load(&c.failed_runs),
+            ),
+            (
+                "journeyd_archived_journeys_total",
+                "Journeys moved into the archive.",
+                "counter",
+                load(&c.journeys_archived),
+            ),
+            (
+                "journeyd_archived_positions_total",
+                "Positions moved into the archive.",
+                "counter",
+                load(&c.rows_archived),
+            ),
+            (
+                "journeyd_compaction_last_success_seconds",
+                "When the last compaction run succeeded, Unix seconds (0: never).",
+                "gauge",
+                (c.last_success_us.load(Ordering::Relaxed).max(0) / 1_000_000) as u64,
+            ),
+        ] {
+            counter(&mut out, name, help, kind, value);
+        }
+    }
     out
 }

@@ -245,6 +245,9 @@ pub struct S3Section {
     pub secret_access_key: String,
     /// Objects above this size are uploaded in parts of this size. At least 5 MiB.
     pub part_bytes: usize,
+    /// Longest one attempt of one call may take before it is abandoned and retried.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 impl Default for S3Section {
@@ -258,6 +261,7 @@ impl Default for S3Section {
             access_key_id: String::new(),
             secret_access_key: String::new(),
             part_bytes: 16 << 20,
+            timeout: Duration::from_secs(120),
         }
     }
 }
@@ -416,6 +420,7 @@ impl JourneydConfig {
                 access_key_id: from_env(&s3.access_key_id, "AWS_ACCESS_KEY_ID"),
                 secret_access_key: from_env(&s3.secret_access_key, "AWS_SECRET_ACCESS_KEY"),
                 part_bytes: s3.part_bytes,
+                attempt_timeout: s3.timeout,
             },
         ))
     }

@@ -45,6 +45,8 @@ pub struct S3Config {
     pub secret_access_key: String,
     /// Objects larger than this go up in parts of this size (multipart upload). At least 5 MiB.
     pub part_bytes: usize,
+    /// Longest one attempt of one call may take before it is abandoned and retried.
+    pub attempt_timeout: Duration,
 }
 
 /// How often and how patiently a call is retried.
@@ -457,6 +459,7 @@ mod tests {
                 access_key_id: "k".into(),
                 secret_access_key: "s".into(),
                 part_bytes: 8 << 20,
+                attempt_timeout: Duration::from_secs(5),
             }),
             RetryPolicy {
                 attempts: 3,

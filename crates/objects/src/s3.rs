@@ -108,7 +108,7 @@ impl S3Store {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(120))
+                    .operation_attempt_timeout(config.attempt_timeout)
                     .build(),
             )
             // Checksums only where S3 requires them: several S3-compatible servers do not take
