@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The first command of the README: build journeyd, start it on its embedded defaults (no config
-# file, no S3), replay tracks into it, and print the replay summary and what the store holds.
+# file, no S3), replay tracks into it, print the replay summary and what the store holds, then
+# show the rest of a journey's life: archived into encrypted Parquet (in journeyd-data/archive),
+# read back without a server, restored for an investigator, and the node backed up.
 #
 #   scripts/run.sh [TRACK FILES OR FOLDERS...]
 #
@@ -44,7 +46,35 @@ echo
 echo "== journeyd stats"
 "$bin" --log warn stats
 
+# The rest of a journey's life. The compactor needs the store to itself, so the server stops
+# for it (serve also compacts hourly on its own). --now moves the clock 70 days ahead so that
+# even fresh journeys are past the 60-day hot retention.
+kill -TERM $server 2>/dev/null
+wait $server 2>/dev/null || true
+echo
+echo "== journeyd compact --now (70 days from now)"
+"$bin" --log warn compact --now "$(date -u -d '+70 days' +%Y-%m-%dT%H:%M:%SZ)"
+echo
+echo "== journeyd archive list (first 5)"
+"$bin" --log warn archive list | head -5
+first_file="$(find "$data/archive" -name '*.parquet' | sort | head -1)"
+if [ -n "$first_file" ]; then
+    echo
+    echo "== journeyd archive read $first_file (with the tenant key; first 5 rows)"
+    "$bin" --log warn archive read "$first_file" --key "$("$bin" --log warn keys export)" | head -6
+    first="$("$bin" --log warn archive list --json |
+        python3 -c 'import json,sys; e=json.load(sys.stdin)[0]; print(e["device"], e["journey"])')"
+    echo
+    echo "== journeyd archive restore (device ${first% *}, journey ${first#* }, for 7 days)"
+    "$bin" --log warn archive restore --device "${first% *}" --journey "${first#* }" --days 7
+fi
+echo
+echo "== journeyd backup"
+"$bin" --log warn backup
+
 if [ -t 0 ]; then
+    "$bin" --log warn serve &
+    server=$!
     echo
     echo "journeyd is serving: devices on UDP 4433, the query API on https://localhost:8443"
     echo "(data in $root/$data; the admin password is in $data/demo-admin-password). Ctrl-C stops it."

@@ -95,6 +95,15 @@ enum ArchiveCommand {
         tenant: Option<String>,
         #[arg(long)]
         device: Option<u64>,
+        /// Only devices assigned to this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only journeys with fixes at or after this time (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only journeys with fixes at or before this time (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -277,6 +286,15 @@ fn main() -> std::process::ExitCode {
     init_logging(&cli.log, cli.log_json);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader of our output went away (`journeyd archive read … | head`): not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             // With JSON logs the error is a log line too, for log collectors; on a terminal it
             // is printed once.
@@ -561,17 +579,38 @@ fn archive(config: &JourneydConfig, cmd: ArchiveCommand) -> anyhow::Result<()> {
         ArchiveCommand::List {
             tenant,
             device,
+            user,
+            from,
+            to,
             json,
         } => {
+            use std::io::Write;
             let store = open_store_offline(config, false)?;
             let t = journeyd::archive_cmd::tenant(&store, tenant.as_deref())?;
-            let found =
-                journeyd_archiver::retrieve::search(&store, t, device.map(DeviceId), None, None)?;
+            let time = |v: Option<String>| {
+                v.as_deref()
+                    .map(|v| journeyd::archive_cmd::now_or(Some(v)))
+                    .transpose()
+            };
+            let (from, to) = (time(from)?, time(to)?);
+            let mut found =
+                journeyd_archiver::retrieve::search(&store, t, device.map(DeviceId), from, to)?;
+            if let Some(user) = user {
+                let devices: std::collections::HashSet<DeviceId> = store
+                    .devices(Some(t))?
+                    .into_iter()
+                    .filter(|d| d.user.as_deref() == Some(user.as_str()))
+                    .map(|d| d.id)
+                    .collect();
+                found.retain(|e| devices.contains(&e.device));
+            }
+            let mut out = std::io::stdout().lock();
             if json {
-                println!("{}", serde_json::to_string_pretty(&found)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&found)?)?;
             } else {
                 for e in found {
-                    println!(
+                    writeln!(
+                        out,
                         "device {} journey {}: {} positions, {} object(s){}",
                         e.device.0,
                         e.journey,
@@ -582,7 +621,7 @@ fn archive(config: &JourneydConfig, cmd: ArchiveCommand) -> anyhow::Result<()> {
                         } else {
                             ""
                         }
-                    );
+                    )?;
                 }
             }
             Ok(())
