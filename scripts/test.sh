@@ -15,6 +15,15 @@ if ! command -v xmllint >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libxml2-utils >/dev/null
 fi
 
+# PostgreSQL, the baseline `journeyd bench --baselines` loads the same rows into.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    echo "installing postgresql" >&2
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+fi
+
 # Outside readers the interop tests use: pyarrow (Parquet), geojson, gpxpy and cryptography.
 if ! python3 -c "import pyarrow, geojson, gpxpy, cryptography" >/dev/null 2>&1; then
     echo "installing pyarrow, geojson, gpxpy and cryptography" >&2
@@ -46,4 +55,4 @@ cargo test --locked --workspace --doc
 
 # The load benchmark once, tiny, so it cannot rot (its figures are not checked). The binary is the
 # one the end-to-end tests built.
-target/debug/journeyd --log warn bench --devices 20 --batch 50 --duration 2s
+target/debug/journeyd --log warn bench --devices 20 --batch 50 --duration 2s --baselines

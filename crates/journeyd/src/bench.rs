@@ -5,6 +5,10 @@
 //! memory and CPU time are its own. Each device sends one batch, waits for its ack (the latency
 //! measured), and sends the next, at the configured rate or as fast as acks come.
 
+mod postgres;
+
+pub use postgres::{PostgresBaseline, postgres_copy_baseline};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -52,6 +56,8 @@ pub struct BenchReport {
     /// The network ceiling of the same run (acked positions/s of a server that stores nothing),
     /// when asked for.
     pub network_ceiling: Option<f64>,
+    /// PostgreSQL loading the same rows with COPY, when asked for.
+    pub postgres: Option<PostgresBaseline>,
 }
 
 /// A plain RocksDB loop writing the same chunks a batch per value with a synced WAL, from
@@ -156,6 +162,16 @@ impl BenchReport {
                     format!(
                         "baseline           network ceiling (same load, server acks without storing): {n:.0} positions/s; journeyd = {:.2} x\n",
                         self.acked_positions_per_sec / n
+                    )
+                })
+                .unwrap_or_default()
+            + &self
+                .postgres
+                .as_ref()
+                .map(|p| {
+                    format!(
+                        "baseline           PostgreSQL {} COPY, a synchronous commit per batch, {} sessions, indexed (device, time): {:.0} rows/s; journeyd = {:.2} x\n",
+                        p.version, p.sessions, p.rows_per_sec, p.journeyd_ratio
                     )
                 })
                 .unwrap_or_default()
@@ -369,6 +385,7 @@ async fn run_against(opts: BenchOptions, ack_without_storing: bool) -> anyhow::R
         failed_devices: failed,
         baseline: None,
         network_ceiling: None,
+        postgres: None,
     })
 }
 

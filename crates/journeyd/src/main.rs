@@ -453,6 +453,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     positions_per_sec: raw,
                     journeyd_ratio: report.acked_positions_per_sec / raw,
                 });
+                report.postgres = Some(bench::postgres_copy_baseline(
+                    writers,
+                    batch,
+                    duration,
+                    report.acked_positions_per_sec,
+                )?);
             }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
