@@ -6,6 +6,7 @@
 //! measured), and sends the next, at the configured rate or as fast as acks come.
 
 mod postgres;
+pub mod sweep;
 
 pub use postgres::{PostgresBaseline, postgres_copy_baseline};
 

@@ -271,10 +271,22 @@ struct BenchArgs {
     /// UDP sockets the simulated devices share.
     #[arg(long, default_value_t = 4)]
     client_endpoints: usize,
-    /// Also run the raw storage ceiling (a plain RocksDB loop, same records and sync policy)
-    /// in the same run and print journeyd's ratio to it.
+    /// Also run, in the same run, the raw storage ceiling (a plain RocksDB loop, same records
+    /// and sync policy), the network ceiling (a server that acks without storing) and
+    /// PostgreSQL COPY of the same rows, and print journeyd's ratio to each.
     #[arg(long)]
     baselines: bool,
+    /// Run a grid instead of one point: every device count of --sweep-devices with every batch
+    /// size of --sweep-batches, each for --duration; print a table and draw --chart.
+    #[arg(long)]
+    sweep: bool,
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    sweep_devices: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+    sweep_batches: Vec<usize>,
+    /// Where the sweep's SVG chart goes.
+    #[arg(long, default_value = "bench-sweep.svg")]
+    chart: PathBuf,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
@@ -443,6 +455,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let baselines = opts.baselines;
             let (duration, devices, batch) = (opts.duration, opts.devices, opts.batch_positions);
             let rt = runtime()?;
+            if args.sweep {
+                let reports = rt.block_on(bench::sweep::sweep(
+                    &opts,
+                    &args.sweep_devices,
+                    &args.sweep_batches,
+                ))?;
+                let caption = format!(
+                    "journeyd bench --sweep, {} s per point, synced acks, load generator on the same machine ({} cores)",
+                    duration.as_secs_f64(),
+                    std::thread::available_parallelism().map_or(0, |n| n.get())
+                );
+                std::fs::write(&args.chart, bench::sweep::chart(&reports, &caption))
+                    .with_context(|| format!("writing {}", args.chart.display()))?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&reports)?);
+                } else {
+                    print!("{}", bench::sweep::table(&reports));
+                    println!("chart: {}", args.chart.display());
+                }
+                return Ok(());
+            }
             let mut report = rt.block_on(bench::run(opts.clone()))?;
             if baselines {
                 report.network_ceiling = Some(rt.block_on(bench::run_network_ceiling(opts))?);
