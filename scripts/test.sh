@@ -56,3 +56,6 @@ cargo test --locked --workspace --doc
 # The load benchmark once, tiny, so it cannot rot (its figures are not checked). The binary is the
 # one the end-to-end tests built.
 target/debug/journeyd --log warn bench --devices 20 --batch 50 --duration 2s --baselines
+target/debug/journeyd --log warn bench --sweep --sweep-devices 5,20 --sweep-batches 1,50 --duration 1s \
+    --chart "$(mktemp -d)/sweep.svg"
+target/debug/journeyd --log warn bench --restart --devices 5 --batch 50 --duration 1s

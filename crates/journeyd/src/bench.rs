@@ -199,25 +199,39 @@ fn start_child(exe: &Path, ack_without_storing: bool) -> anyhow::Result<ChildSer
     let dir = std::env::temp_dir().join(format!("journeyd-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let config = dir.join("journeyd.toml");
+    write_child_config(
+        &dir,
+        &format!("[store]\nack_without_storing = {ack_without_storing}\n"),
+    )?;
+    spawn_child(exe, dir)
+}
+
+fn write_child_config(dir: &Path, extra: &str) -> anyhow::Result<()> {
     std::fs::write(
-        &config,
+        dir.join("journeyd.toml"),
         format!(
-            "data_dir = {:?}\n[ingest]\nlisten = \"127.0.0.1:0\"\nmax_in_flight = 64\n[api]\nlisten = \"127.0.0.1:0\"\n[store]\nack_without_storing = {ack_without_storing}\n",
+            "data_dir = {:?}\n[ingest]\nlisten = \"127.0.0.1:0\"\nmax_in_flight = 64\n[api]\nlisten = \"127.0.0.1:0\"\n[archive]\ncompact_every = \"0s\"\nbackup_every = \"0s\"\n{extra}",
             dir.join("data").display().to_string()
         ),
     )?;
+    Ok(())
+}
+
+/// Starts `journeyd serve` on the config in `dir` and waits until it is ready.
+fn spawn_child(exe: &Path, dir: PathBuf) -> anyhow::Result<ChildServer> {
+    let ready_path = dir.join("data/ready.json");
+    let _ = std::fs::remove_file(&ready_path);
     let child = std::process::Command::new(exe)
         .args(["--log", "warn", "serve", "--config"])
-        .arg(&config)
+        .arg(dir.join("journeyd.toml"))
         .stdout(std::process::Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", exe.display()))?;
-    let ready_path = dir.join("data/ready.json");
     let started = Instant::now();
     loop {
         if let Ok(text) = std::fs::read_to_string(&ready_path)
             && let Ok(ready) = serde_json::from_str::<crate::serve::Ready>(&text)
+            && ready.pid == child.id()
         {
             return Ok(ChildServer {
                 child,
@@ -227,10 +241,10 @@ fn start_child(exe: &Path, ack_without_storing: bool) -> anyhow::Result<ChildSer
             });
         }
         anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "the server did not get ready in 60 s"
+            started.elapsed() < Duration::from_secs(120),
+            "the server did not get ready in 120 s"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -436,4 +450,134 @@ pub fn load_certs(path: &Path) -> anyhow::Result<Vec<rustls::pki_types::Certific
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     anyhow::ensure!(!certs.is_empty(), "{}: no certificate", path.display());
     Ok(certs)
+}
+
+/// How fast a node comes back after kill -9 under load.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestartReport {
+    pub devices: usize,
+    pub load_seconds: f64,
+    pub positions_held_after_kill: u64,
+    /// Write-ahead log files in the hot store when the server was killed.
+    pub wal_bytes_at_kill: u64,
+    /// From starting the new process to its ready.json (WAL replayed, listening).
+    pub ready_ms: f64,
+    /// From starting the new process to a device's first ack.
+    pub first_ack_ms: f64,
+    pub positions_after_restart: u64,
+}
+
+impl RestartReport {
+    pub fn render(&self) -> String {
+        format!(
+            "restart under load: {} devices for {:.1} s, {} positions held after the kill, WAL {:.1} MiB at kill -9\n\
+             ready (WAL replayed, listening) {:.0} ms; first ack {:.0} ms; {} positions stored after restart\n",
+            self.devices,
+            self.load_seconds,
+            self.positions_held_after_kill,
+            self.wal_bytes_at_kill as f64 / (1 << 20) as f64,
+            self.ready_ms,
+            self.first_ack_ms,
+            self.positions_after_restart
+        )
+    }
+}
+
+fn wal_bytes(hot: &Path) -> u64 {
+    std::fs::read_dir(hot)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Loads a server (memtables of 1 GiB, so the write-ahead log grows) for `opts.duration`, kills
+/// it with SIGKILL under load, restarts it on the same folder, and times readiness and the first
+/// ack.
+pub async fn restart(opts: BenchOptions) -> anyhow::Result<RestartReport> {
+    let exe = std::env::current_exe()?;
+    let dir = std::env::temp_dir().join(format!("journeyd-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    write_child_config(&dir, "[store]\nwrite_buffer_bytes = 1073741824\n")?;
+    let mut server = spawn_child(&exe, dir.clone())?;
+    let code = journeyd_device::parse_code(&std::fs::read_to_string(
+        dir.join("data/demo-enrolment-code"),
+    )?)?;
+    let trust = load_certs(&server.cert)?;
+    let bind: SocketAddr = "127.0.0.1:0".parse()?;
+    let endpoint = journeyd_device::client_endpoint(bind)?;
+    let started = Instant::now();
+    let deadline = started + opts.duration;
+    let mut tasks = Vec::new();
+    for i in 0..opts.devices {
+        let mut config = DeviceConfig::new(server.addr, trust.clone());
+        config.endpoint = Some(endpoint.clone());
+        config.max_batch_positions = opts.batch_positions as u32;
+        let mut d = Device::open(
+            config,
+            Outbox::memory(),
+            Identity::Enrol {
+                code,
+                name: format!("restart-{i}"),
+            },
+        )?;
+        d.start_journey(1, crate::serve::now_us())?;
+        let opts = opts.clone();
+        // Far past the kill: the loop ends when the server goes away.
+        tasks.push(tokio::spawn(device_loop(
+            i,
+            d,
+            opts,
+            deadline + Duration::from_secs(3600),
+        )));
+    }
+    tokio::time::sleep_until(deadline.into()).await;
+    let wal_bytes_at_kill = wal_bytes(&dir.join("data/hot"));
+    server.child.kill()?; // SIGKILL, under load
+    server.child.wait()?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    for t in &tasks {
+        t.abort();
+    }
+    let before = {
+        let store = journeyd_store::HotStore::open_read_only(&dir.join("data/hot"), None)?;
+        store.stats()?.positions
+    };
+    // The same folder, a new process: keep the folder when the old handle goes.
+    let old = std::mem::replace(&mut server.dir, PathBuf::new());
+    drop(server);
+    let restarted_at = Instant::now();
+    let server = spawn_child(&exe, old)?;
+    let ready_ms = restarted_at.elapsed().as_secs_f64() * 1e3;
+    let mut config = DeviceConfig::new(server.addr, trust.clone());
+    config.endpoint = Some(endpoint.clone());
+    let mut probe = Device::open(
+        config,
+        Outbox::memory(),
+        Identity::Enrol {
+            code,
+            name: "restart-probe".into(),
+        },
+    )?;
+    probe.record(1, &[Position::new(crate::serve::now_us(), 50.0, 8.0)])?;
+    probe.flush().await?;
+    let first_ack_ms = restarted_at.elapsed().as_secs_f64() * 1e3;
+    probe.close().await;
+    let after = {
+        let store = journeyd_store::HotStore::open_read_only(&server.dir.join("data/hot"), None)?;
+        store.stats()?.positions
+    };
+    Ok(RestartReport {
+        devices: opts.devices,
+        load_seconds,
+        positions_held_after_kill: before,
+        wal_bytes_at_kill,
+        ready_ms,
+        first_ack_ms,
+        positions_after_restart: after,
+    })
 }

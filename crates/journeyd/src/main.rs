@@ -284,6 +284,10 @@ struct BenchArgs {
     sweep_devices: Vec<usize>,
     #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
     sweep_batches: Vec<usize>,
+    /// Instead: load a server (large memtables, so the write-ahead log grows) for --duration,
+    /// kill -9 it under load, restart it, and time readiness and the first ack.
+    #[arg(long)]
+    restart: bool,
     /// Where the sweep's SVG chart goes.
     #[arg(long, default_value = "bench-sweep.svg")]
     chart: PathBuf,
@@ -455,6 +459,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let baselines = opts.baselines;
             let (duration, devices, batch) = (opts.duration, opts.devices, opts.batch_positions);
             let rt = runtime()?;
+            if args.restart {
+                let report = rt.block_on(bench::restart(opts))?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.render());
+                }
+                return Ok(());
+            }
             if args.sweep {
                 let reports = rt.block_on(bench::sweep::sweep(
                     &opts,

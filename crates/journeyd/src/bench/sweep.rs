@@ -30,9 +30,8 @@ pub async fn sweep(
 
 /// The sweep as a text table.
 pub fn table(reports: &[BenchReport]) -> String {
-    let mut s = String::from(
-        "devices  batch  acked positions/s  p50 ms  p99 ms  p99.9 ms  failed\n",
-    );
+    let mut s =
+        String::from("devices  batch  acked positions/s  p50 ms  p99 ms  p99.9 ms  failed\n");
     for r in reports {
         let _ = writeln!(
             s,
@@ -138,14 +137,20 @@ fn panel(
             .map(|r| (x(r.devices as f64), y(value(r))))
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let path: Vec<String> = points.iter().map(|(px, py)| format!("{px:.1},{py:.1}")).collect();
+        let path: Vec<String> = points
+            .iter()
+            .map(|(px, py)| format!("{px:.1},{py:.1}"))
+            .collect();
         let _ = writeln!(
             svg,
             r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
             path.join(" ")
         );
         for (px, py) in &points {
-            let _ = writeln!(svg, r#"<circle cx="{px:.1}" cy="{py:.1}" r="3" fill="{colour}"/>"#);
+            let _ = writeln!(
+                svg,
+                r#"<circle cx="{px:.1}" cy="{py:.1}" r="3" fill="{colour}"/>"#
+            );
         }
         let _ = writeln!(
             svg,
