@@ -17,23 +17,6 @@ use support::*;
 
 const PASSWORD: &str = "correct horse battery";
 
-fn at(text: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .unwrap()
-        .timestamp_micros()
-}
-
-/// Stores one journey of `positions` for a new device of the demo tenant; returns its id.
-async fn journey(ts: &TestServer, name: &str, journey: u64, positions: &[Position]) -> DeviceId {
-    let (mut d, id) = ts.device(name);
-    d.start_journey(journey, positions[0].fix_time_us).unwrap();
-    d.record(journey, positions).unwrap();
-    d.end_journey(journey, positions[positions.len() - 1].fix_time_us)
-        .unwrap();
-    d.flush().await.unwrap();
-    id
-}
-
 fn ramp(start: i64, n: i64, step_s: i64, lat0: f64, dlat: f64) -> Vec<Position> {
     (0..n)
         .map(|i| {
@@ -1104,11 +1087,25 @@ async fn answers_match_the_openapi_document() {
     let spec: Value = serde_json::from_str(include_str!("../schemas/openapi.json")).unwrap();
     let ts = TestServer::start();
     ts.add_user(ts.tenant(), "rita", Role::Reporter, PASSWORD);
+    ts.add_user(ts.tenant(), "ines", Role::Investigator, PASSWORD);
     let t = now_us() - 3_600 * SECOND;
     let id = journey(&ts, "van", 7, &ramp(t, 20, 30, 51.0, 1e-3)).await.0;
+    // A journey of 120 days ago, archived.
+    let old = journey(
+        &ts,
+        "old-van",
+        9,
+        &ramp(t - 120 * 86_400 * SECOND, 20, 30, 51.0, 1e-3),
+    )
+    .await
+    .0;
+    let report =
+        tokio::task::block_in_place(|| ts.server.compactor.run_blocking(now_us())).unwrap();
+    assert_eq!(report.journeys, 1);
     let api = ts.api();
     let admin = api.login("demo", "admin", &ts.admin_password()).await;
     let rita = api.login("demo", "rita", PASSWORD).await;
+    let ines = api.login("demo", "ines", PASSWORD).await;
     let login = json!({"tenant": "demo", "username": "rita", "password": PASSWORD});
     let policy = json!({"time_zone": "Europe/Oslo", "hot_retention_days": 60, "password_max_age_days": 90, "tracking": "journeys", "journey_silence_minutes": 30});
     let calls: Vec<(&str, String, Option<&String>, Option<Value>)> = vec![
@@ -1173,6 +1170,38 @@ async fn answers_match_the_openapi_document() {
             None,
         ),
         ("GET", "/api/v1/live".into(), Some(&rita), None),
+        ("GET", "/api/v1/archive/journeys".into(), Some(&ines), None),
+        ("GET", "/api/v1/archive/journeys".into(), Some(&rita), None),
+        (
+            "GET",
+            format!("/api/v1/archive/devices/{old}/journeys/9"),
+            Some(&ines),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/archive/devices/{old}/journeys/10"),
+            Some(&ines),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/devices/{old}/journeys/9/track"),
+            Some(&ines),
+            None,
+        ),
+        (
+            "POST",
+            format!("/api/v1/archive/devices/{old}/journeys/9/restore"),
+            Some(&ines),
+            Some(json!({"days": 0})),
+        ),
+        (
+            "POST",
+            format!("/api/v1/archive/devices/{old}/journeys/9/restore"),
+            Some(&ines),
+            Some(json!({"days": 2})),
+        ),
         ("GET", "/api/v1/devices".into(), Some(&rita), None),
         ("GET", "/api/v1/devices".into(), Some(&admin), None),
         (

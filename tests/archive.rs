@@ -24,12 +24,6 @@ use support::*;
 const SECOND: i64 = 1_000_000;
 const DAY: i64 = 86_400 * SECOND;
 
-fn at(text: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .unwrap()
-        .timestamp_micros()
-}
-
 fn ramp(start: i64, n: i64, step_s: i64, lat0: f64) -> Vec<Position> {
     (0..n)
         .map(|i| {
@@ -405,21 +399,11 @@ fn compact(ts: &TestServer, clock: &TestClock) -> journeyd_archiver::RunReport {
         .expect("compaction run")
 }
 
-async fn send(ts: &TestServer, name: &str, journey: u64, positions: &[Position]) -> DeviceId {
-    let (mut d, id) = ts.device(name);
-    d.start_journey(journey, positions[0].fix_time_us).unwrap();
-    d.record(journey, positions).unwrap();
-    d.end_journey(journey, positions[positions.len() - 1].fix_time_us)
-        .unwrap();
-    d.flush().await.unwrap();
-    id
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn f35_retention_on_read() {
     let (ts, clock) = server_at("2026-01-10T08:00:00Z");
     let t0 = at("2026-01-10T07:00:00Z");
-    let id = send(&ts, "dev-F35", 1, &ramp(t0, 30, 60, 48.0)).await;
+    let id = journey(&ts, "dev-F35", 1, &ramp(t0, 30, 60, 48.0)).await;
     let t = ts.tenant();
     ts.add_user(t, "rita", Role::Reporter, "a long enough password 1");
     ts.add_user(t, "ivan", Role::Investigator, "a long enough password 2");
@@ -548,7 +532,7 @@ async fn b18_late_upload_across_a_month() {
 async fn archived_f38() -> (TestServer, TestClock, DeviceId, std::path::PathBuf, String) {
     let (ts, clock) = server_at("2024-03-10T12:05:00Z");
     let instant = at("2024-03-10T12:00:00.123456Z");
-    let id = send(
+    let id = journey(
         &ts,
         "dev-F38",
         1,
@@ -770,7 +754,7 @@ async fn an_object_store_outage_shows_in_the_metrics() {
         },
         clock.clock(),
     );
-    let id = send(&ts, "dev-outage", 1, &ramp(now_us() - DAY, 20, 60, 45.0)).await;
+    let id = journey(&ts, "dev-outage", 1, &ramp(now_us() - DAY, 20, 60, 45.0)).await;
     clock.advance(90 * DAY);
     let now = (clock.clock())();
     let e = tokio::task::block_in_place(|| ts.server.compactor.run_blocking(now)).unwrap_err();

@@ -574,3 +574,26 @@ pub fn writable_store(hot: &Path) -> HotStore {
     })
     .expect("the hot store opens")
 }
+
+/// An RFC 3339 time in µs.
+pub fn at(text: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .timestamp_micros()
+}
+
+/// Stores one journey (start, positions, end) for a new device of the demo tenant; returns its id.
+pub async fn journey(
+    ts: &TestServer,
+    name: &str,
+    journey: u64,
+    positions: &[Position],
+) -> DeviceId {
+    let (mut d, id) = ts.device(name);
+    d.start_journey(journey, positions[0].fix_time_us).unwrap();
+    d.record(journey, positions).unwrap();
+    d.end_journey(journey, positions[positions.len() - 1].fix_time_us)
+        .unwrap();
+    d.flush().await.unwrap();
+    id
+}

@@ -270,16 +270,23 @@ impl S3Store {
         Ok(head.content_length().unwrap_or(0).max(0) as u64)
     }
 
-    pub(crate) async fn get(&self, name: &str) -> Result<bytes::Bytes, Attempt> {
-        let out = self
-            .client
+    async fn get_object(
+        &self,
+        name: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, Attempt> {
+        self.client
             .get_object()
             .bucket(&self.bucket)
             .key(self.key(name))
             .send()
             .await
-            .map_err(attempt)?;
-        let body = out
+            .map_err(attempt)
+    }
+
+    pub(crate) async fn get(&self, name: &str) -> Result<bytes::Bytes, Attempt> {
+        let body = self
+            .get_object(name)
+            .await?
             .body
             .collect()
             .await
@@ -289,14 +296,7 @@ impl S3Store {
 
     pub(crate) async fn get_to_file(&self, name: &str, to: &Path) -> Result<u64, Attempt> {
         use tokio::io::AsyncWriteExt;
-        let mut out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.key(name))
-            .send()
-            .await
-            .map_err(attempt)?;
+        let mut out = self.get_object(name).await?;
         let io = |e: std::io::Error| Attempt::Transient(format!("{}: {e}", to.display()));
         let mut file = tokio::fs::File::create(to).await.map_err(io)?;
         let mut n = 0u64;

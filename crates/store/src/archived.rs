@@ -290,11 +290,24 @@ impl HotStore {
             }
         }
         batch.put_cf(self.cf(CF_JOURNEYS), jkey, meta.encode());
-        let mut updated = entry.clone();
-        updated.restored_until_us = Some(until_us);
+        self.write_with_entry(batch, entry, Some(until_us))
+    }
+
+    /// Adds `entry` (with `restored_until_us`) to `batch`, writes it synced, and tells the
+    /// writer its cache of hot journeys is stale.
+    fn write_with_entry(
+        &self,
+        mut batch: WriteBatch,
+        entry: &ArchivedJourney,
+        restored_until_us: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let updated = ArchivedJourney {
+            restored_until_us,
+            ..entry.clone()
+        };
         batch.put_cf(
             self.cf(CF_ARCHIVED),
-            jkey,
+            keys::journey_key(entry.tenant, entry.device, JourneyId(entry.journey)),
             serde_json::to_vec(&updated).expect("plain struct serialises"),
         );
         self.db.write_opt(batch, &self.sync_write)?;
@@ -309,20 +322,10 @@ impl HotStore {
         let jkey = keys::journey_key(entry.tenant, entry.device, JourneyId(entry.journey));
         let mut end = jkey;
         increment(&mut end);
-        let mut updated = entry.clone();
-        updated.restored_until_us = None;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_CHUNKS), jkey, end);
         batch.delete_cf(self.cf(CF_JOURNEYS), jkey);
-        batch.put_cf(
-            self.cf(CF_ARCHIVED),
-            jkey,
-            serde_json::to_vec(&updated).expect("plain struct serialises"),
-        );
-        self.db.write_opt(batch, &self.sync_write)?;
-        self.archive_epoch
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
+        self.write_with_entry(batch, entry, None)
     }
 
     /// A consistent copy of the whole store in `dir` (hard links where it can), for backups.
