@@ -69,6 +69,9 @@ if [ -n "$first_file" ]; then
     "$bin" --log warn archive restore --device "${first% *}" --journey "${first#* }" --days 7
 fi
 echo
+echo "== journeyd stats"
+"$bin" --log warn stats
+echo
 echo "== journeyd backup"
 "$bin" --log warn backup
 

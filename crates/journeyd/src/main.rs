@@ -424,14 +424,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
                 println!(
-                    "tenants {}\ndevices {}\njourneys {}\npositions {} ({} flagged)\nbatches {}\nstore bytes {}",
+                    "tenants {}\ndevices {}\njourneys {}\npositions {} ({} flagged)\nbatches {}\nstore bytes {}\narchived journeys {} ({} positions)",
                     stats.tenants,
                     stats.devices,
                     stats.journeys,
                     stats.positions,
                     stats.flagged_positions,
                     stats.batches,
-                    stats.disk_bytes
+                    stats.disk_bytes,
+                    stats.archived_journeys,
+                    stats.archived_positions
                 );
             }
             Ok(())

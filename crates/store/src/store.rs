@@ -90,6 +90,9 @@ pub struct StoreStats {
     pub batches: u64,
     /// Live SST and memtable bytes as RocksDB estimates them.
     pub disk_bytes: u64,
+    /// Journeys in the archive index, and their positions.
+    pub archived_journeys: u64,
+    pub archived_positions: u64,
 }
 
 impl HotStore {
@@ -325,6 +328,16 @@ impl HotStore {
             s.positions += m.positions;
             s.flagged_positions += m.flagged as u64;
             s.batches += m.batches as u64;
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(keys::CF_ARCHIVED), IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let e: crate::ArchivedJourney = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::corrupt("archive entry", &k, e.to_string()))?;
+            s.archived_journeys += 1;
+            s.archived_positions += e.positions;
         }
         for cf in ALL_CFS {
             let cf = self.cf(cf);
