@@ -61,7 +61,8 @@ first_file="$(find "$data/archive" -name '*.parquet' | sort | head -1)"
 if [ -n "$first_file" ]; then
     echo
     echo "== journeyd archive read $first_file (with the tenant key; first 5 rows)"
-    "$bin" --log warn archive read "$first_file" --key "$("$bin" --log warn keys export)" | head -6
+    JOURNEYD_TENANT_KEY="$("$bin" --log warn keys export)" \
+        "$bin" --log warn archive read "$first_file" | head -6
     first="$("$bin" --log warn archive list --json |
         python3 -c 'import json,sys; e=json.load(sys.stdin)[0]; print(e["device"], e["journey"])')"
     echo

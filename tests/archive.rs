@@ -445,7 +445,7 @@ async fn f35_retention_on_read() {
         .await;
     assert_eq!(status, 403);
 
-    // Restored for 3 days: served hot to everyone, then dropped again by the compactor.
+    // Restored for 3 days: served hot to investigators, then dropped again by the compactor.
     let (status, body) = api
         .json(
             "POST",
@@ -455,9 +455,14 @@ async fn f35_retention_on_read() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = api.json("GET", &track_path, Some(&rita), None).await;
+    let (status, body) = api.json("GET", &track_path, Some(&ivan), None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["positions"].as_array().unwrap().len(), 30);
+    // Past its retention, a restored copy is still the investigator's alone.
+    let (status, body) = api.json("GET", &track_path, Some(&rita), None).await;
+    assert_eq!(status, 403, "{body}");
+    let (_, list) = api.json("GET", "/api/v1/journeys", Some(&rita), None).await;
+    assert_eq!(list["journeys"].as_array().unwrap().len(), 0, "{list}");
     tokio::task::block_in_place(|| compact(&ts, &clock));
     assert_eq!(ts.store().track(t, id, JourneyId(1)).unwrap().len(), 30);
     clock.advance(4 * DAY);
@@ -810,4 +815,105 @@ fn large_objects_go_up_in_parts_and_come_back_whole() {
     assert_eq!(std::fs::read(&to).unwrap(), data);
     rt.block_on(objects.delete("tenant=1/big.bin")).unwrap();
     assert_eq!(rt.block_on(objects.size("tenant=1/big.bin")).unwrap(), None);
+}
+
+/// Sends `positions` to journey `j` (no start or end mark) and checks none was refused.
+async fn send_more(phone: &mut Device, j: u64, positions: &[Position]) {
+    phone.record(j, positions).unwrap();
+    let report = phone.flush().await.unwrap();
+    assert_eq!(report.rejected_records, 0, "{report:?}");
+    assert!(report.refused.is_empty(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn late_positions_of_an_archived_journey_are_kept_once_through_restores() {
+    let (ts, clock) = server_at("2026-01-10T08:00:00Z");
+    let t = ts.tenant();
+    let (mut phone, id) = ts.device("van");
+    let t0 = at("2026-01-10T07:00:00Z");
+    let first = ramp(t0, 10, 5, 50.0);
+    send_more(&mut phone, 1, &first).await;
+    clock.advance(70 * DAY);
+    assert_eq!(
+        tokio::task::block_in_place(|| compact(&ts, &clock)).rows,
+        10
+    );
+
+    // The device resends the ten archived fixes and five new ones, under new sequence numbers.
+    let mut all = first.clone();
+    all.extend(ramp(t0 + 50 * SECOND, 5, 5, 50.1));
+    send_more(&mut phone, 1, &all).await;
+    assert_eq!(ts.store().track(t, id, JourneyId(1)).unwrap().len(), 15);
+
+    // A restore keeps what arrived since, adding only what the hot store lacks.
+    let entry = ts.store().archived(t, id, JourneyId(1)).unwrap().unwrap();
+    let now = (clock.clock())();
+    journeyd_archiver::retrieve::restore(ts.store(), &ts.server.objects, &entry, now + DAY, now)
+        .await
+        .unwrap();
+    assert_eq!(ts.store().track(t, id, JourneyId(1)).unwrap().len(), 15);
+    // More arrives while restored.
+    send_more(&mut phone, 1, &ramp(t0 + 100 * SECOND, 3, 5, 50.2)).await;
+    assert_eq!(ts.store().track(t, id, JourneyId(1)).unwrap().len(), 18);
+
+    // The restore ends: the copy goes, the device's own positions stay and are archived once.
+    clock.advance(2 * DAY + 30 * DAY);
+    let report = tokio::task::block_in_place(|| compact(&ts, &clock));
+    assert_eq!(report.restored_dropped, 1);
+    assert_eq!(
+        report.rows, 8,
+        "only the fixes the archive lacked: {report:?}"
+    );
+    assert!(ts.store().track(t, id, JourneyId(1)).unwrap().is_empty());
+    let entry = ts.store().archived(t, id, JourneyId(1)).unwrap().unwrap();
+    assert_eq!(entry.positions, 18);
+    let archived =
+        journeyd_archiver::retrieve::fetch_journey(ts.store(), &ts.server.objects, &entry, true)
+            .await
+            .unwrap();
+    assert_eq!(archived.len(), 18);
+    let mut expected = all.clone();
+    expected.extend(ramp(t0 + 100 * SECOND, 3, 5, 50.2));
+    expected.sort_by_key(|p| p.fix_time_us);
+    assert_eq!(archived, expected);
+
+    // Resending everything again adds nothing to the archive, and restoring still works.
+    send_more(&mut phone, 1, &expected).await;
+    clock.advance(70 * DAY);
+    let report = tokio::task::block_in_place(|| compact(&ts, &clock));
+    assert_eq!((report.journeys, report.rows), (1, 0), "{report:?}");
+    let entry = ts.store().archived(t, id, JourneyId(1)).unwrap().unwrap();
+    assert_eq!(entry.positions, 18);
+    let now = (clock.clock())();
+    journeyd_archiver::retrieve::restore(ts.store(), &ts.server.objects, &entry, now + DAY, now)
+        .await
+        .unwrap();
+    assert_eq!(ts.store().track(t, id, JourneyId(1)).unwrap(), expected);
+}
+
+#[test]
+fn rebuilding_the_index_from_an_empty_place_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_with_old_journeys(dir.path(), "");
+    journeyd_ok(&config, &["compact"]);
+    let listed = journeyd_ok(&config, &["archive", "list"]);
+    assert_eq!(listed.lines().count(), 3);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let empty = dir.path().join("elsewhere");
+    std::fs::write(
+        &config,
+        text.replace(
+            "[archive]\n",
+            &format!("[archive]\ndir = {:?}\n", empty.display().to_string()),
+        ),
+    )
+    .unwrap();
+    let out = journeyd(&config, &["archive", "rebuild-index"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no archive objects found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(journeyd_ok(&config, &["archive", "list"]), listed);
 }

@@ -51,6 +51,8 @@ pub enum ArchiveError {
     Arrow(#[from] arrow_schema::ArrowError),
     #[error("key: {0}")]
     Key(#[from] journeyd_keys::KeyError),
+    #[error("not journeyd's Parquet schema v1: column {column} has missing values")]
+    Nulls { column: &'static str },
     #[error("not journeyd's Parquet schema v1: column {column} is not {expected}")]
     Schema {
         column: usize,
@@ -327,6 +329,18 @@ pub fn read_positions_with(
             column::<Float32Array>(&batch, 8, "Float32 accuracy_m")?,
         ];
         let quality = column::<UInt32Array>(&batch, 9, "UInt32 quality")?;
+        for (name, nulls) in [
+            ("device", device.null_count()),
+            ("journey", journey.null_count()),
+            ("fix_time", time.null_count()),
+            ("lat", lat.null_count()),
+            ("lon", lon.null_count()),
+            ("quality", quality.null_count()),
+        ] {
+            if nulls > 0 {
+                return Err(ArchiveError::Nulls { column: name });
+            }
+        }
         for i in 0..batch.num_rows() {
             if let Some((d, j)) = options.only
                 && (device.value(i), journey.value(i)) != (d, j)
@@ -386,6 +400,16 @@ pub fn summarize(bytes: bytes::Bytes, options: &ReadOptions) -> Result<FileSumma
         let device = column::<UInt64Array>(&batch, 0, "UInt64 device")?;
         let journey = column::<UInt64Array>(&batch, 1, "UInt64 journey")?;
         let time = column::<TimestampMicrosecondArray>(&batch, 2, "a microsecond timestamp")?;
+        use arrow_array::Array;
+        for (name, nulls) in [
+            ("device", device.null_count()),
+            ("journey", journey.null_count()),
+            ("fix_time", time.null_count()),
+        ] {
+            if nulls > 0 {
+                return Err(ArchiveError::Nulls { column: name });
+            }
+        }
         for i in 0..batch.num_rows() {
             let t = time.value(i);
             let e = summary

@@ -55,9 +55,13 @@ pub async fn backup(
             .map_err(|e| ArchiverError::Invalid(format!("flushing the backup: {e}")))?;
         file.sync_all().map_err(io(packed.display().to_string()))?;
     }
-    let time = chrono::DateTime::from_timestamp_micros(now_us)
-        .map(|t| t.format("%Y%m%dT%H%M%SZ").to_string())
-        .unwrap_or_else(|| now_us.to_string());
+    // Named by the wall clock, never a drill's clock override: "latest" must be the newest.
+    let wall_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(now_us, |d| d.as_micros() as i64);
+    let time = chrono::DateTime::from_timestamp_micros(wall_us)
+        .map(|t| t.format("%Y%m%dT%H%M%S%.6fZ").to_string())
+        .unwrap_or_else(|| wall_us.to_string());
     let object = format!("{PREFIX}{time}-{}.jdbackup", random_suffix());
     let uploaded = objects.put_file(&object, &packed).await?;
     // Read it back before calling it a backup.

@@ -27,9 +27,12 @@ use std::time::Duration;
 use journeyd_archive::{PositionsWriter, ReadOptions};
 use journeyd_objects::ObjectStore;
 use journeyd_store::{
-    ArchivePart, ArchivedJourney, DeviceId, HotStore, JourneyId, JourneyMeta, PendingUpload,
-    TenantId,
+    ArchivePart, ArchivedJourney, DeviceId, HotStore, JourneyId, JourneyMeta, PendingJourney,
+    PendingUpload, TenantId,
 };
+
+/// Names of the compactor's files in the work folder start with this.
+const WORK_FILE_PREFIX: &str = "archive-";
 
 use crate::{ArchiverError, io, random_suffix, utc_date};
 
@@ -203,6 +206,7 @@ impl Compactor {
         progress: &dyn Progress,
     ) -> Result<RunReport, ArchiverError> {
         let mut report = RunReport::default();
+        self.clean_work_dir();
         self.settle_pending(&mut report).await?;
         self.drop_expired_restores(now_us, &mut report)?;
 
@@ -250,7 +254,8 @@ impl Compactor {
             .into_iter()
             .map(|t| (t.id, t.policy))
             .collect();
-        let late_us = self.config.late_arrival_window.as_micros() as i64;
+        let late_us =
+            i64::try_from(self.config.late_arrival_window.as_micros()).unwrap_or(i64::MAX);
         let mut out = Vec::new();
         for (tenant, device, journey, meta) in self.store.all_journeys()? {
             let Some(policy) = tenants.get(&tenant) else {
@@ -320,80 +325,63 @@ impl Compactor {
         group: &[Candidate],
         now_us: i64,
     ) -> Result<Option<(u64, u64)>, ArchiverError> {
-        // The tracks, read before the intent so the intent names exact row counts.
+        // The tracks, read before the intent so the intent names exact row counts. A journey
+        // amended after it was archived keeps only the fixes the archive does not hold (a device
+        // may resend what was archived under new sequence numbers).
         let mut tracks = Vec::with_capacity(group.len());
+        let mut journeys = Vec::with_capacity(group.len());
         for c in group {
-            tracks.push(self.store.track(c.tenant, c.device, c.journey)?);
+            let mut track = self.store.track(c.tenant, c.device, c.journey)?;
+            let hot_rows = track.len() as u64;
+            if let Some(entry) = self.store.archived(c.tenant, c.device, c.journey)? {
+                let held: std::collections::HashSet<i64> =
+                    crate::retrieve::fetch_journey(&self.store, &self.objects, &entry, false)
+                        .await?
+                        .iter()
+                        .map(|p| p.fix_time_us)
+                        .collect();
+                track.retain(|p| !held.contains(&p.fix_time_us));
+            }
+            journeys.push(PendingJourney {
+                device: c.device,
+                journey: c.journey.0,
+                rows: track.len() as u64,
+                hot_rows,
+            });
+            tracks.push(track);
         }
         let pending = PendingUpload {
             object: object.to_owned(),
             tenant,
-            journeys: group
-                .iter()
-                .zip(&tracks)
-                .map(|(c, t)| (c.device, c.journey.0, t.len() as u64))
-                .collect(),
+            journeys,
             begun_us: now_us,
         };
         self.store.begin_upload(&pending)?;
         failpoint("intent-recorded");
 
-        let key = self.store.tenant_key(tenant)?;
-        let file = tempfile::Builder::new()
-            .prefix("archive-")
-            .suffix(".parquet")
-            .tempfile_in(&self.config.work_dir)
-            .map_err(io(format!("a file in {}", self.config.work_dir.display())))?;
-        {
-            let sink = std::io::BufWriter::new(
-                file.reopen()
-                    .map_err(io(format!("{}", file.path().display())))?,
-            );
-            let mut writer =
-                PositionsWriter::new_encrypted(sink, tenant.0, &key).map_err(|source| {
-                    ArchiverError::File {
-                        object: object.into(),
-                        source,
-                    }
-                })?;
-            for (c, track) in group.iter().zip(&tracks) {
-                writer
-                    .write_journey(c.device.0, c.journey.0, track)
-                    .map_err(|source| ArchiverError::File {
-                        object: object.into(),
-                        source,
-                    })?;
+        let rows: u64 = pending.journeys.iter().map(|j| j.rows).sum();
+        let (summary, bytes) = if rows == 0 {
+            // Only resends of archived fixes: nothing to upload, the hot copies just go.
+            (journeyd_archive::FileSummary::default(), 0)
+        } else {
+            let uploaded = self
+                .write_and_upload(tenant, object, group, &tracks)
+                .await?;
+            match self.verify(&pending, Some(&uploaded)).await {
+                Ok(s) => (s, uploaded.size),
+                Err(ArchiverError::Verification { detail, .. }) => {
+                    tracing::warn!(object, %detail, "archive object does not match the hot store; deleting it, the journeys stay hot");
+                    self.objects.delete(object).await?;
+                    self.store.abandon_upload(object)?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
             }
-            let sink = writer.finish().map_err(|source| ArchiverError::File {
-                object: object.into(),
-                source,
-            })?;
-            let f = sink
-                .into_inner()
-                .map_err(|e| ArchiverError::Invalid(format!("flushing {object}: {e}")))?;
-            f.sync_all()
-                .map_err(io(format!("{}", file.path().display())))?;
-        }
-        failpoint("file-written");
-
-        let uploaded = self.objects.put_file(object, file.path()).await?;
-        failpoint("uploaded");
-
-        let verified = self.verify(&pending, Some(&uploaded)).await;
-        let summary = match verified {
-            Ok(s) => s,
-            Err(ArchiverError::Verification { detail, .. }) => {
-                tracing::warn!(object, %detail, "archive object does not match the hot store; deleting it, the journeys stay hot");
-                self.objects.delete(object).await?;
-                self.store.abandon_upload(object)?;
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
         };
         failpoint("verified");
 
-        let entries = entries_for(&pending, &summary, group, object, now_us);
-        if let Err(e) = self.store.commit_archive(object, entries) {
+        let entries = entries_for(&pending, &summary, group, now_us);
+        if let Err(e) = self.store.commit_archive(&pending, entries) {
             if matches!(e, journeyd_store::StoreError::Invalid(_)) {
                 tracing::warn!(object, error = %e, "journeys changed while archiving; deleting the object, they stay hot");
                 self.objects.delete(object).await?;
@@ -407,10 +395,53 @@ impl Compactor {
             object,
             journeys = group.len(),
             rows = summary.rows,
-            bytes = uploaded.size,
+            bytes,
             "journeys archived"
         );
-        Ok(Some((summary.rows, uploaded.size)))
+        Ok(Some((summary.rows, bytes)))
+    }
+
+    /// Steps 2 and 3: the encrypted file, then its upload.
+    async fn write_and_upload(
+        &self,
+        tenant: TenantId,
+        object: &str,
+        group: &[Candidate],
+        tracks: &[Vec<journeyd_wire::Position>],
+    ) -> Result<journeyd_objects::Uploaded, ArchiverError> {
+        let key = self.store.tenant_key(tenant)?;
+        let file = tempfile::Builder::new()
+            .prefix(WORK_FILE_PREFIX)
+            .suffix(".parquet")
+            .tempfile_in(&self.config.work_dir)
+            .map_err(io(format!("a file in {}", self.config.work_dir.display())))?;
+        let file_error = |source| ArchiverError::File {
+            object: object.into(),
+            source,
+        };
+        {
+            let sink = std::io::BufWriter::new(
+                file.reopen()
+                    .map_err(io(format!("{}", file.path().display())))?,
+            );
+            let mut writer =
+                PositionsWriter::new_encrypted(sink, tenant.0, &key).map_err(file_error)?;
+            for (c, track) in group.iter().zip(tracks) {
+                writer
+                    .write_journey(c.device.0, c.journey.0, track)
+                    .map_err(file_error)?;
+            }
+            let sink = writer.finish().map_err(file_error)?;
+            let f = sink
+                .into_inner()
+                .map_err(|e| ArchiverError::Invalid(format!("flushing {object}: {e}")))?;
+            f.sync_all()
+                .map_err(io(format!("{}", file.path().display())))?;
+        }
+        failpoint("file-written");
+        let uploaded = self.objects.put_file(object, file.path()).await?;
+        failpoint("uploaded");
+        Ok(uploaded)
     }
 
     /// Reads an object back and checks it against the hot store and, when known, the file that
@@ -449,25 +480,25 @@ impl Compactor {
             },
         )
         .map_err(|e| failed(format!("footer or rows do not read: {e}")))?;
-        if summary.journeys.len() != pending.journeys.len() {
+        let written = pending.journeys.iter().filter(|j| j.rows > 0).count();
+        if summary.journeys.len() != written {
             return Err(failed(format!(
-                "{} journeys in the object, {} intended",
+                "{} journeys in the object, {written} intended",
                 summary.journeys.len(),
-                pending.journeys.len()
             )));
         }
-        for &(device, journey, rows) in &pending.journeys {
+        for j in &pending.journeys {
             let in_object = summary
                 .journeys
-                .get(&(device.0, journey))
+                .get(&(j.device.0, j.journey))
                 .map_or(0, |e| e.0);
             let hot = self
                 .store
-                .hot_rows(pending.tenant, device, JourneyId(journey))?;
-            if in_object != rows || hot != rows {
+                .hot_rows(pending.tenant, j.device, JourneyId(j.journey))?;
+            if in_object != j.rows || hot != j.hot_rows {
                 return Err(failed(format!(
-                    "journey {journey} of device {}: {in_object} rows in the object, {rows} intended, {hot} hot",
-                    device.0
+                    "journey {} of device {}: {in_object} rows in the object, {} intended; {hot} hot, {} when written",
+                    j.journey, j.device.0, j.rows, j.hot_rows
                 )));
             }
         }
@@ -478,7 +509,10 @@ impl Compactor {
     async fn settle_pending(&self, report: &mut RunReport) -> Result<(), ArchiverError> {
         for pending in self.store.pending_uploads()? {
             let object = pending.object.clone();
-            if self.objects.size(&object).await?.is_none() {
+            let nothing_to_upload = pending.journeys.iter().all(|j| j.rows == 0);
+            let verified = if nothing_to_upload {
+                Ok(journeyd_archive::FileSummary::default())
+            } else if self.objects.size(&object).await?.is_none() {
                 tracing::info!(
                     object,
                     "an earlier run stopped before its upload; forgetting it, the journeys stay hot"
@@ -486,30 +520,31 @@ impl Compactor {
                 self.store.abandon_upload(&object)?;
                 report.pending_dropped += 1;
                 continue;
-            }
-            match self.verify(&pending, None).await {
+            } else {
+                self.verify(&pending, None).await
+            };
+            match verified {
                 Ok(summary) => {
-                    let mut metas = Vec::new();
-                    for &(device, journey, _) in &pending.journeys {
+                    let mut candidates = Vec::new();
+                    for j in &pending.journeys {
                         let meta = self
                             .store
-                            .journey(pending.tenant, device, JourneyId(journey))?
+                            .journey(pending.tenant, j.device, JourneyId(j.journey))?
                             .unwrap_or_default();
-                        metas.push(Candidate {
+                        candidates.push(Candidate {
                             tenant: pending.tenant,
-                            device,
-                            journey: JourneyId(journey),
+                            device: j.device,
+                            journey: JourneyId(j.journey),
                             meta,
                             end_us: 0,
                         });
                     }
-                    let entries =
-                        entries_for(&pending, &summary, &metas, &object, pending.begun_us);
-                    match self.store.commit_archive(&object, entries) {
+                    let entries = entries_for(&pending, &summary, &candidates, pending.begun_us);
+                    match self.store.commit_archive(&pending, entries) {
                         Ok(()) => {
                             tracing::info!(
                                 object,
-                                "committed an upload an earlier run verified-or-not and stopped on"
+                                "committed the verified upload of an earlier, interrupted run"
                             );
                             report.pending_committed += 1;
                             report.journeys += pending.journeys.len() as u64;
@@ -534,6 +569,22 @@ impl Compactor {
             }
         }
         Ok(())
+    }
+
+    /// Files an interrupted run left in the work folder (only one run works at a time: the
+    /// store's lock or serve's schedule sees to it).
+    fn clean_work_dir(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.config.work_dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(WORK_FILE_PREFIX))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     fn drop_expired_restores(
@@ -566,17 +617,13 @@ fn entries_for(
     pending: &PendingUpload,
     summary: &journeyd_archive::FileSummary,
     group: &[Candidate],
-    object: &str,
     now_us: i64,
 ) -> Vec<ArchivedJourney> {
     group
         .iter()
         .map(|c| {
-            let (rows, first, last) = summary
-                .journeys
-                .get(&(c.device.0, c.journey.0))
-                .copied()
-                .unwrap_or((0, 0, 0));
+            let part = summary.journeys.get(&(c.device.0, c.journey.0)).copied();
+            let (rows, first, last) = part.unwrap_or((0, i64::MAX, i64::MIN));
             ArchivedJourney {
                 tenant: pending.tenant,
                 device: c.device,
@@ -586,12 +633,15 @@ fn entries_for(
                 first_fix_us: first,
                 last_fix_us: last,
                 positions: rows,
-                parts: vec![ArchivePart {
-                    object: object.to_owned(),
-                    rows,
-                    first_fix_us: first,
-                    last_fix_us: last,
-                }],
+                parts: part
+                    .map(|_| ArchivePart {
+                        object: pending.object.clone(),
+                        rows,
+                        first_fix_us: first,
+                        last_fix_us: last,
+                    })
+                    .into_iter()
+                    .collect(),
                 archived_us: now_us,
                 restored_until_us: None,
             }

@@ -194,6 +194,17 @@ pub async fn rebuild_index(
     }
     let kept: Vec<ArchivedJourney> = entries.into_values().collect();
     report.journeys = kept.len() as u64;
+    let indexed: usize = store
+        .tenants()?
+        .into_iter()
+        .map(|t| store.archived_journeys(t.id, None).map(|v| v.len()))
+        .sum::<Result<usize, _>>()?;
+    if kept.is_empty() && indexed > 0 {
+        return Err(ArchiverError::Invalid(format!(
+            "no archive objects found in {} but the index names {indexed} journeys: is the archive's folder or bucket right? The index is left as it is",
+            objects.describe()
+        )));
+    }
     store.replace_archive_index(&kept)?;
     // A journey still hot whose every fix is in the archive was archived after the backup this
     // node was rebuilt from: the archive holds it, the hot copy goes.
@@ -211,7 +222,7 @@ pub async fn rebuild_index(
             .map(|p| p.fix_time_us)
             .collect();
         if hot.iter().all(|p| archived.contains(&p.fix_time_us)) {
-            store.drop_restored(e)?;
+            store.drop_hot_copy(e)?;
             report.hot_copies_dropped += 1;
         }
     }

@@ -146,8 +146,12 @@ pub async fn restore(
     let entry = store
         .archived(tenant, DeviceId(device), JourneyId(journey))?
         .with_context(|| format!("journey {journey} of device {device} is not in the archive"))?;
+    anyhow::ensure!(
+        (1..=90).contains(&days),
+        "--days {days}: a restore lasts 1 to 90 days"
+    );
     let objects = open_objects(config)?;
-    let until = now_us + days as i64 * 86_400_000_000;
+    let until = now_us.saturating_add(days as i64 * 86_400_000_000);
     Ok(journeyd_archiver::retrieve::restore(store, &objects, &entry, until, now_us).await?)
 }
 

@@ -218,7 +218,7 @@ impl Default for ArchiveSection {
     fn default() -> Self {
         Self {
             dir: None,
-            late_arrival_window: Duration::from_secs(7 * 86_400),
+            late_arrival_window: Duration::from_secs(8 * 86_400),
             compact_every: Duration::from_secs(3600),
             backup_every: Duration::from_secs(86_400),
             attempts: 6,
@@ -332,8 +332,35 @@ impl JourneydConfig {
             "store.queue_capacity and store.max_group must be at least 1"
         );
         anyhow::ensure!(
-            self.archive.late_arrival_window >= Duration::from_secs(7 * 86_400),
-            "archive.late_arrival_window must be at least 7 days (the device buffer)"
+            self.archive.late_arrival_window >= self.ingest.device_buffer,
+            "archive.late_arrival_window must be at least ingest.device_buffer ({}), so positions a device buffered still land hot",
+            humantime::format_duration(self.ingest.device_buffer)
+        );
+        anyhow::ensure!(
+            self.archive.late_arrival_window <= Duration::from_secs(3650 * 86_400),
+            "archive.late_arrival_window must be at most 10 years"
+        );
+        anyhow::ensure!(
+            self.archive
+                .dir
+                .as_ref()
+                .is_none_or(|d| !d.as_os_str().is_empty()),
+            "archive.dir must not be empty (leave it out for <data_dir>/archive)"
+        );
+        let s3 = &self.archive.s3;
+        anyhow::ensure!(
+            !s3.prefix.split('/').any(|p| p == ".." || p == "."),
+            "archive.s3.prefix must not contain . or .. segments"
+        );
+        anyhow::ensure!(
+            s3.endpoint.is_empty()
+                || s3.endpoint.starts_with("http://")
+                || s3.endpoint.starts_with("https://"),
+            "archive.s3.endpoint must start with http:// or https:// (or be empty for AWS)"
+        );
+        anyhow::ensure!(
+            s3.timeout >= Duration::from_secs(1),
+            "archive.s3.timeout must be at least 1s"
         );
         anyhow::ensure!(
             self.archive.s3.part_bytes >= 5 << 20,
@@ -374,9 +401,11 @@ impl JourneydConfig {
                 path: path.clone(),
                 create: false,
             },
+            // Made at first start only: a store that exists and has lost its key must say so,
+            // not get a new key that opens nothing.
             None => journeyd_keys::MasterKeySource::File {
                 path: self.data_dir.join("master.key"),
-                create: true,
+                create: !self.store_path().join("CURRENT").exists(),
             },
         }
     }

@@ -10,6 +10,23 @@ use journeyd::config::JourneydConfig;
 use journeyd::{bench, replay, serve};
 use journeyd_store::{DeviceId, HotStore};
 
+/// Prints a line on stdout. A reader that went away (`| head`) ends the command quietly: the
+/// error reaches `main`, which treats a broken pipe as success.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
+/// Prints on stdout, as [`outln`] without the newline.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "journeyd",
@@ -347,7 +364,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-#[expect(clippy::print_stdout, reason = "printing is what these commands do")]
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = JourneydConfig::load(cli.config.as_deref())?;
     match cli.command {
@@ -359,11 +375,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let report =
                 runtime()?.block_on(journeyd::archive_cmd::compact(&config, store, now))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!(
+                outln!(
                     "archived {} journeys, {} positions, {} objects, {} bytes",
-                    report.journeys, report.rows, report.objects, report.bytes
+                    report.journeys,
+                    report.rows,
+                    report.objects,
+                    report.bytes
                 );
             }
             Ok(())
@@ -382,7 +401,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &journeyd::archive_cmd::work_dir(&config),
                 now,
             ))?;
-            println!("{} ({} bytes)", report.object, report.bytes);
+            outln!("{} ({} bytes)", report.object, report.bytes);
             Ok(())
         }
         Command::RestoreBackup { name } => {
@@ -399,9 +418,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = open_store_offline(&config, false)?;
             let rebuilt =
                 rt.block_on(journeyd_archiver::retrieve::rebuild_index(&store, &objects))?;
-            println!(
+            outln!(
                 "restored {name}; archive index rebuilt: {} journeys in {} objects ({} hot copies the archive already held dropped)",
-                rebuilt.journeys, rebuilt.objects, rebuilt.hot_copies_dropped
+                rebuilt.journeys,
+                rebuilt.objects,
+                rebuilt.hot_copies_dropped
             );
             Ok(())
         }
@@ -421,9 +442,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })?;
             let stats = store.stats()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+                outln!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
-                println!(
+                outln!(
                     "tenants {}\ndevices {}\njourneys {}\npositions {} ({} flagged)\nbatches {}\nstore bytes {}\narchived journeys {} ({} positions)",
                     stats.tenants,
                     stats.devices,
@@ -443,9 +464,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = replay_options(&config, &args)?;
             let summary = runtime()?.block_on(replay::replay(&args.paths, opts));
             if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                outln!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
-                print!("{}", summary.render());
+                out!("{}", summary.render());
             }
             Ok(())
         }
@@ -464,9 +485,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if args.restart {
                 let report = rt.block_on(bench::restart(opts))?;
                 if args.json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    outln!("{}", serde_json::to_string_pretty(&report)?);
                 } else {
-                    print!("{}", report.render());
+                    out!("{}", report.render());
                 }
                 return Ok(());
             }
@@ -484,10 +505,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::fs::write(&args.chart, bench::sweep::chart(&reports, &caption))
                     .with_context(|| format!("writing {}", args.chart.display()))?;
                 if args.json {
-                    println!("{}", serde_json::to_string_pretty(&reports)?);
+                    outln!("{}", serde_json::to_string_pretty(&reports)?);
                 } else {
-                    print!("{}", bench::sweep::table(&reports));
-                    println!("chart: {}", args.chart.display());
+                    out!("{}", bench::sweep::table(&reports));
+                    outln!("chart: {}", args.chart.display());
                 }
                 return Ok(());
             }
@@ -509,15 +530,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )?);
             }
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", report.render());
+                out!("{}", report.render());
             }
             Ok(())
         }
         Command::DemoTracks { out, devices } => {
             let files = replay::write_demo_tracks(&out, devices, serve::now_us())?;
-            println!("wrote {files} files to {}", out.display());
+            outln!("wrote {files} files to {}", out.display());
             Ok(())
         }
     }
@@ -575,7 +596,6 @@ fn loopback_of(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-#[expect(clippy::print_stdout, reason = "printing is what these commands do")]
 fn device(config: &JourneydConfig, cmd: DeviceCommand) -> anyhow::Result<()> {
     let creates = matches!(cmd, DeviceCommand::Add { .. });
     let store = open_store_offline(config, creates)?;
@@ -590,11 +610,13 @@ fn device(config: &JourneydConfig, cmd: DeviceCommand) -> anyhow::Result<()> {
                 device_id: record.id.0,
                 secret,
             };
-            println!(
+            outln!(
                 "device {} ({}) enrolled in tenant {}",
-                record.id.0, record.name, tenant.name
+                record.id.0,
+                record.name,
+                tenant.name
             );
-            println!(
+            outln!(
                 "credential (shown once; only its hash is kept): {}",
                 credential.to_token()
             );
@@ -602,10 +624,10 @@ fn device(config: &JourneydConfig, cmd: DeviceCommand) -> anyhow::Result<()> {
         DeviceCommand::List { json } => {
             let devices = store.devices(None)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&devices)?);
+                outln!("{}", serde_json::to_string_pretty(&devices)?);
             } else {
                 for d in devices {
-                    println!(
+                    outln!(
                         "{}\ttenant {}\t{}\t{}",
                         d.id.0,
                         d.tenant.0,
@@ -617,17 +639,16 @@ fn device(config: &JourneydConfig, cmd: DeviceCommand) -> anyhow::Result<()> {
         }
         DeviceCommand::Block { id } => {
             store.set_blocked(DeviceId(id), true)?;
-            println!("device {id} blocked");
+            outln!("device {id} blocked");
         }
         DeviceCommand::Unblock { id } => {
             store.set_blocked(DeviceId(id), false)?;
-            println!("device {id} unblocked");
+            outln!("device {id} unblocked");
         }
     }
     Ok(())
 }
 
-#[expect(clippy::print_stdout, reason = "printing is what these commands do")]
 fn archive(config: &JourneydConfig, cmd: ArchiveCommand) -> anyhow::Result<()> {
     match cmd {
         ArchiveCommand::List {
@@ -714,7 +735,7 @@ fn archive(config: &JourneydConfig, cmd: ArchiveCommand) -> anyhow::Result<()> {
             let n = runtime()?.block_on(journeyd::archive_cmd::restore(
                 config, &store, t, device, journey, days, now,
             ))?;
-            println!("restored {n} positions for {days} days");
+            outln!("restored {n} positions for {days} days");
             Ok(())
         }
         ArchiveCommand::RebuildIndex => {
@@ -722,17 +743,16 @@ fn archive(config: &JourneydConfig, cmd: ArchiveCommand) -> anyhow::Result<()> {
             let objects = journeyd::archive_cmd::open_objects(config)?;
             let report = runtime()?
                 .block_on(journeyd_archiver::retrieve::rebuild_index(&store, &objects))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
     }
 }
 
-#[expect(clippy::print_stdout, reason = "printing is what these commands do")]
 fn keys(config: &JourneydConfig, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::New => {
-            println!("{}", journeyd_keys::MasterKey::generate()?.to_hex());
+            outln!("{}", journeyd_keys::MasterKey::generate()?.to_hex());
             Ok(())
         }
         KeysCommand::Rotate { new_key_file } => {
@@ -742,7 +762,7 @@ fn keys(config: &JourneydConfig, cmd: KeysCommand) -> anyhow::Result<()> {
                 create: true,
             })?;
             let n = store.rotate_master_key(&new, serve::now_us())?;
-            println!(
+            outln!(
                 "re-wrapped {n} tenant keys under master key {}; now set keys.master_key_file = {:?} (or JOURNEYD_MASTER_KEY) and keep the old key until you have checked a start",
                 new.id(),
                 new_key_file.display().to_string()
@@ -752,7 +772,7 @@ fn keys(config: &JourneydConfig, cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Export { tenant } => {
             let store = open_store_offline(config, false)?;
             let t = journeyd::archive_cmd::tenant(&store, tenant.as_deref())?;
-            println!("{}", store.tenant_key(t)?.to_hex());
+            outln!("{}", store.tenant_key(t)?.to_hex());
             Ok(())
         }
         KeysCommand::Destroy { tenant, yes } => {
@@ -763,7 +783,7 @@ fn keys(config: &JourneydConfig, cmd: KeysCommand) -> anyhow::Result<()> {
             let store = open_store_offline(config, false)?;
             let t = journeyd::archive_cmd::tenant(&store, Some(&tenant))?;
             store.destroy_tenant_key(t)?;
-            println!("tenant {tenant}'s data key is destroyed");
+            outln!("tenant {tenant}'s data key is destroyed");
             Ok(())
         }
     }
@@ -803,7 +823,6 @@ fn only_tenant(
     }
 }
 
-#[expect(clippy::print_stdout, reason = "printing is what these commands do")]
 fn user(config: &JourneydConfig, cmd: UserCommand) -> anyhow::Result<()> {
     let store = open_store_offline(config, false)?;
     match cmd {
@@ -827,13 +846,13 @@ fn user(config: &JourneydConfig, cmd: UserCommand) -> anyhow::Result<()> {
                 serve::now_us(),
             )?;
             store.put_user(&user)?;
-            println!("user {username} ({role:?}) added to tenant {}", tenant.name);
-            println!("password (shown once): {password}");
+            outln!("user {username} ({role:?}) added to tenant {}", tenant.name);
+            outln!("password (shown once): {password}");
         }
         UserCommand::List { tenant } => {
             let tenant = only_tenant(&store, tenant.as_deref())?;
             for u in store.users(tenant.id)? {
-                println!(
+                outln!(
                     "{}\t{:?}\t{}",
                     u.username,
                     u.role,

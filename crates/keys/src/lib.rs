@@ -208,6 +208,10 @@ impl MasterKey {
                     write_secret_file(path, &key.to_hex())?;
                     Ok(key)
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(KeyError::invalid(
+                    path.display().to_string(),
+                    "the master key file is missing, and this store was made with a master key: put the key back (or set JOURNEYD_MASTER_KEY); without it the data cannot be read",
+                )),
                 Err(source) => Err(KeyError::Io {
                     path: path.clone(),
                     source,

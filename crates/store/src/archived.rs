@@ -68,9 +68,20 @@ impl ArchivedJourney {
 pub struct PendingUpload {
     pub object: String,
     pub tenant: TenantId,
-    /// (device, journey, rows written).
-    pub journeys: Vec<(DeviceId, u64, u64)>,
+    pub journeys: Vec<PendingJourney>,
     pub begun_us: i64,
+}
+
+/// One journey of a pending upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingJourney {
+    pub device: DeviceId,
+    pub journey: u64,
+    /// Rows written to the object: the hot positions the archive does not hold yet (none, when
+    /// a device only resent what was archived).
+    pub rows: u64,
+    /// Positions the journey held hot when the object was written.
+    pub hot_rows: u64,
 }
 
 impl HotStore {
@@ -135,13 +146,14 @@ impl HotStore {
         Ok(n)
     }
 
-    /// Commits a verified upload in one synced write: the index entries in, the journeys' hot
-    /// chunks and metadata out, the pending record gone. Refused, with nothing written, if any
-    /// journey's hot rows no longer equal what the object holds (a late batch arrived meanwhile):
-    /// the caller drops that object and archives again later.
+    /// Commits a verified upload in one synced write: the index entries in (merged with any
+    /// earlier parts), the journeys' hot chunks and metadata out, the pending record gone.
+    /// Refused, with nothing written, if any journey's hot rows no longer equal what was read
+    /// when the object was written (a late batch arrived meanwhile): the caller drops that object
+    /// and archives again later.
     pub fn commit_archive(
         &self,
-        object: &str,
+        pending: &PendingUpload,
         entries: Vec<ArchivedJourney>,
     ) -> Result<(), StoreError> {
         let _exclusive = self.hot_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -149,16 +161,15 @@ impl HotStore {
         for entry in entries {
             let j = JourneyId(entry.journey);
             let rows = self.hot_rows(entry.tenant, entry.device, j)?;
-            let in_object: u64 = entry
-                .parts
+            let expected = pending
+                .journeys
                 .iter()
-                .filter(|p| p.object == object)
-                .map(|p| p.rows)
-                .sum();
-            if rows != in_object {
+                .find(|p| p.device == entry.device && p.journey == entry.journey)
+                .map_or(u64::MAX, |p| p.hot_rows);
+            if rows != expected {
                 return Err(StoreError::Invalid(format!(
-                    "journey {} of device {} holds {rows} positions hot but {in_object} in {object}; not committed",
-                    entry.journey, entry.device.0
+                    "journey {} of device {} holds {rows} positions hot, {expected} when {} was written; not committed",
+                    entry.journey, entry.device.0, pending.object
                 )));
             }
             let jkey = keys::journey_key(entry.tenant, entry.device, j);
@@ -179,7 +190,7 @@ impl HotStore {
             batch.delete_range_cf(self.cf(CF_CHUNKS), jkey, end);
             batch.delete_cf(self.cf(CF_JOURNEYS), jkey);
         }
-        batch.delete_cf(self.cf(CF_PENDING), object.as_bytes());
+        batch.delete_cf(self.cf(CF_PENDING), pending.object.as_bytes());
         self.db.write_opt(batch, &self.sync_write)?;
         self.archive_epoch
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -245,8 +256,55 @@ impl HotStore {
         Ok(())
     }
 
+    /// The device's own chunks of a journey (not restored copies), decoded.
+    fn own_chunks(
+        &self,
+        t: TenantId,
+        d: DeviceId,
+        j: JourneyId,
+    ) -> Result<Vec<chunk::Chunk>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each_chunk(&keys::journey_key(t, d, j), |k, c| {
+            if keys::u64_at(k, 20).is_some_and(|seq| seq < RESTORED_SEQ_BASE) {
+                out.push(c);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// A journey's metadata recomputed from chunks, with the marks of `marks`.
+    fn meta_of<'a>(
+        marks: &JourneyMeta,
+        chunks: impl Iterator<Item = (&'a [Position], i64)>,
+    ) -> JourneyMeta {
+        let mut meta = JourneyMeta {
+            started_us: marks.started_us,
+            ended_us: marks.ended_us,
+            ..JourneyMeta::default()
+        };
+        for (positions, received_us) in chunks {
+            if let (Some(first), Some(last)) = (
+                positions.iter().map(|p| p.fix_time_us).min(),
+                positions.iter().map(|p| p.fix_time_us).max(),
+            ) {
+                let flagged = positions.iter().filter(|p| p.quality != 0).count() as u32;
+                meta.add_batch(first, last, positions.len() as u64, flagged, received_us);
+            }
+        }
+        meta
+    }
+
+    /// The key range of a journey's restored chunks.
+    fn restored_range(t: TenantId, d: DeviceId, j: JourneyId) -> ([u8; 28], [u8; 20]) {
+        let mut end = keys::journey_key(t, d, j);
+        increment(&mut end);
+        (keys::chunk_key(t, d, j, BatchSeq(RESTORED_SEQ_BASE)), end)
+    }
+
     /// Brings an archived journey's positions back into the hot store until `until_us`, in one
-    /// write. Reads then serve it like any hot journey; the compactor drops the copy after.
+    /// write, beside whatever the device sent to the journey since it was archived (fix times the
+    /// hot store holds are not copied again). Reads then serve it like any hot journey; the
+    /// compactor drops the copy after, keeping the device's own positions.
     pub fn restore_into_hot(
         &self,
         entry: &ArchivedJourney,
@@ -255,40 +313,40 @@ impl HotStore {
         now_us: i64,
     ) -> Result<(), StoreError> {
         let _exclusive = self.hot_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let j = JourneyId(entry.journey);
-        let jkey = keys::journey_key(entry.tenant, entry.device, j);
-        let mut end = jkey;
-        increment(&mut end);
-        let cipher = self.chunk_cipher(entry.tenant)?;
+        let (t, d, j) = (entry.tenant, entry.device, JourneyId(entry.journey));
+        let jkey = keys::journey_key(t, d, j);
+        let own = self.own_chunks(t, d, j)?;
+        let held: std::collections::HashSet<i64> = own
+            .iter()
+            .flat_map(|c| c.positions.iter().map(|p| p.fix_time_us))
+            .collect();
+        let copy: Vec<Position> = positions
+            .iter()
+            .filter(|p| !held.contains(&p.fix_time_us))
+            .copied()
+            .collect();
+        let cipher = self.chunk_cipher(t)?;
         let mut batch = WriteBatch::default();
         // A second restore replaces the first copy.
-        batch.delete_range_cf(self.cf(CF_CHUNKS), jkey, end);
-        let mut meta = JourneyMeta {
+        let (from, to) = Self::restored_range(t, d, j);
+        batch.delete_range_cf(self.cf(CF_CHUNKS), &from[..], &to[..]);
+        let mut buf = Vec::new();
+        for (i, part) in copy.chunks(RESTORED_CHUNK_POSITIONS).enumerate() {
+            let key = keys::chunk_key(t, d, j, BatchSeq(RESTORED_SEQ_BASE + i as u64));
+            chunk::encode(&cipher, &key, part, now_us, &mut buf)?;
+            batch.put_cf(self.cf(CF_CHUNKS), key, &buf);
+        }
+        let marks = self.journey(t, d, j)?.unwrap_or(JourneyMeta {
             started_us: entry.started_us,
             ended_us: entry.ended_us,
             ..JourneyMeta::default()
-        };
-        let mut buf = Vec::new();
-        for (i, part) in positions.chunks(RESTORED_CHUNK_POSITIONS).enumerate() {
-            let key = keys::chunk_key(
-                entry.tenant,
-                entry.device,
-                j,
-                BatchSeq(RESTORED_SEQ_BASE + i as u64),
-            );
-            chunk::encode(&cipher, &key, part, now_us, &mut buf)?;
-            batch.put_cf(self.cf(CF_CHUNKS), key, &buf);
-            let flagged = part.iter().filter(|p| p.quality != 0).count() as u32;
-            if let (Some(first), Some(last)) = (part.first(), part.last()) {
-                meta.add_batch(
-                    first.fix_time_us,
-                    last.fix_time_us,
-                    part.len() as u64,
-                    flagged,
-                    now_us,
-                );
-            }
-        }
+        });
+        let meta = Self::meta_of(
+            &marks,
+            own.iter()
+                .map(|c| (c.positions.as_slice(), c.received_us))
+                .chain(copy.chunks(RESTORED_CHUNK_POSITIONS).map(|p| (p, now_us))),
+        );
         batch.put_cf(self.cf(CF_JOURNEYS), jkey, meta.encode());
         self.write_with_entry(batch, entry, Some(until_us))
     }
@@ -316,8 +374,32 @@ impl HotStore {
         Ok(())
     }
 
-    /// Drops the hot copy of a restored journey (its restore time is over); the archive keeps it.
+    /// Drops the restored copy of a journey (its restore time is over); the archive keeps it,
+    /// and positions the device sent meanwhile stay hot (archived on a later run).
     pub fn drop_restored(&self, entry: &ArchivedJourney) -> Result<(), StoreError> {
+        let _exclusive = self.hot_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (t, d, j) = (entry.tenant, entry.device, JourneyId(entry.journey));
+        let jkey = keys::journey_key(t, d, j);
+        let own = self.own_chunks(t, d, j)?;
+        let mut batch = WriteBatch::default();
+        let (from, to) = Self::restored_range(t, d, j);
+        batch.delete_range_cf(self.cf(CF_CHUNKS), &from[..], &to[..]);
+        if own.is_empty() {
+            batch.delete_cf(self.cf(CF_JOURNEYS), jkey);
+        } else {
+            let marks = self.journey(t, d, j)?.unwrap_or_default();
+            let meta = Self::meta_of(
+                &marks,
+                own.iter().map(|c| (c.positions.as_slice(), c.received_us)),
+            );
+            batch.put_cf(self.cf(CF_JOURNEYS), jkey, meta.encode());
+        }
+        self.write_with_entry(batch, entry, None)
+    }
+
+    /// Drops a hot journey the archive already holds in full (a node rebuilt from a backup
+    /// taken before the journey was archived).
+    pub fn drop_hot_copy(&self, entry: &ArchivedJourney) -> Result<(), StoreError> {
         let _exclusive = self.hot_lock.lock().unwrap_or_else(|p| p.into_inner());
         let jkey = keys::journey_key(entry.tenant, entry.device, JourneyId(entry.journey));
         let mut end = jkey;

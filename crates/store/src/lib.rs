@@ -36,7 +36,9 @@ mod store;
 pub mod writer;
 
 pub use accounts::{Role, UserRecord};
-pub use archived::{ArchivePart, ArchivedJourney, PendingUpload, RESTORED_SEQ_BASE};
+pub use archived::{
+    ArchivePart, ArchivedJourney, PendingJourney, PendingUpload, RESTORED_SEQ_BASE,
+};
 pub use audit::{AuditEntry, AuditQuery};
 pub use error::StoreError;
 pub use meta::JourneyMeta;

@@ -29,7 +29,29 @@ pub(super) fn journey_of(
         .store
         .journey(d.tenant, d.id, j)?
         .ok_or(ApiError::NotFound)?;
+    if !visible(state, caller, &d, j)? {
+        return Err(ApiError::Forbidden(
+            "this journey is past its hot retention, restored from the archive for investigators",
+        ));
+    }
     Ok((d, j, meta))
+}
+
+/// Whether the caller may read a hot journey: a copy restored from the archive is past the
+/// company's retention and stays an investigator's.
+pub(super) fn visible(
+    state: &AppState,
+    caller: &Caller,
+    d: &DeviceRecord,
+    j: JourneyId,
+) -> ApiResult<bool> {
+    if caller.role == Role::Investigator {
+        return Ok(true);
+    }
+    Ok(state
+        .store
+        .archived(d.tenant, d.id, j)?
+        .is_none_or(|e| e.restored_until_us.is_none()))
 }
 
 #[derive(Debug, Serialize)]
@@ -121,6 +143,9 @@ pub(super) async fn list_journeys(
             let (Some(first), Some(last)) = (m.first_fix_us, m.last_fix_us) else {
                 continue;
             };
+            if !visible(&state, &caller, &d, j)? {
+                continue;
+            }
             if from.is_some_and(|f| last < f) || to.is_some_and(|t| first > t) {
                 continue;
             }
@@ -278,6 +303,7 @@ pub(super) async fn device_day(
         if let (Some(first), Some(last)) = (m.first_fix_us, m.last_fix_us)
             && last >= start
             && first < end
+            && visible(&state, &caller, &d, j)?
         {
             positions.extend(
                 state
@@ -482,6 +508,7 @@ pub(super) async fn export_device(
         if let (Some(f), Some(l)) = (m.first_fix_us, m.last_fix_us)
             && l >= from
             && f <= to
+            && visible(&state, &caller, &d, j)?
         {
             parts.push((f, d.clone(), j));
         }

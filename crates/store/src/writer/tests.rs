@@ -201,6 +201,20 @@ fn a_destroyed_tenant_key_makes_that_tenant_unreadable_and_nobody_else() {
         2
     );
     write_for(&w, TenantId(2), 2, 2, batch(8, &[30])).unwrap();
+    // The store opens again: only that tenant stays dark.
+    let path = store.path().to_path_buf();
+    w.shutdown();
+    drop(w);
+    drop(store);
+    let store = HotStore::open(&StoreConfig::new(&path)).unwrap();
+    assert!(store.track(TenantId(1), DeviceId(1), JourneyId(7)).is_err());
+    assert_eq!(
+        store
+            .track(TenantId(2), DeviceId(2), JourneyId(8))
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 #[test]
