@@ -353,6 +353,12 @@ fn backup_wipe_restore_compare_on_s3() {
     let config = server.config_path.clone();
     let data_dir = server.data_dir.clone();
     drop(server);
+    let out = journeyd_ok(&config, &["backup", "--now", "2030-01-01T00:00:00Z"]);
+    assert!(out.starts_with("backups/"), "{out}");
+    // A later backup, with more data, is the one restored (whatever clock a drill used before).
+    let server = ChildServer::start_with_config(dir.path(), &s3_section(&bucket));
+    send_journeys(&server, "van-3", &[(3, ramp(t0, 100, 1, 53.0))]);
+    drop(server);
     let (expected, users, devices) = {
         let (store, _) = open_node(&config);
         let users = store.users(store.tenants().unwrap()[0].id).unwrap().len();
@@ -362,8 +368,7 @@ fn backup_wipe_restore_compare_on_s3() {
             store.devices(None).unwrap().len(),
         )
     };
-    let out = journeyd_ok(&config, &["backup"]);
-    assert!(out.starts_with("backups/"), "{out}");
+    journeyd_ok(&config, &["backup"]);
 
     // A fresh machine: only the config and the master key survive.
     std::fs::remove_dir_all(data_dir.join("hot")).unwrap();
@@ -380,7 +385,7 @@ fn backup_wipe_restore_compare_on_s3() {
     let server = ChildServer::start_with_config(dir.path(), &s3_section(&bucket));
     let stats: serde_json::Value =
         serde_json::from_str(&server.command(&["stats", "--json"])).unwrap();
-    assert_eq!(stats["positions"], 900);
+    assert_eq!(stats["positions"], 1000);
 }
 
 /// An in-process server whose clock reads `start` now; returns it and the clock.
