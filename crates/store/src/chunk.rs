@@ -13,8 +13,7 @@
 //!    end    16  tag          Poly1305; the associated data is the chunk's RocksDB key
 //! ```
 //! The count stays outside the seal so that statistics need no key; every coordinate and time is
-//! inside. RocksDB compresses below the memtable (sealed bytes do not shrink; the positions'
-//! own layout is already dense).
+//! inside. The `chunks` column family is not compressed: sealed bytes do not shrink.
 
 use journeyd_keys::ChunkCipher;
 use journeyd_wire::Position;

@@ -111,7 +111,13 @@ impl HotStore {
         opts.set_keep_log_file_num(4);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
-            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            // Sealed values (chunks, last positions) are ciphertext and do not shrink: LZ4 on
+            // them would cost CPU for nothing.
+            o.set_compression_type(if *name == CF_CHUNKS || *name == CF_LAST {
+                rocksdb::DBCompressionType::None
+            } else {
+                rocksdb::DBCompressionType::Lz4
+            });
             o.set_write_buffer_size(config.write_buffer_bytes);
             // Every record looks its sequence number up before it is written; a bloom filter
             // answers "not stored" without reading a block.
