@@ -50,7 +50,7 @@ source "$s3_env"
 # twice.
 cargo nextest run --locked --workspace --lib --bins --tests --no-fail-fast
 # Each criterion benchmark once, in test mode.
-cargo test --locked -p journeyd --bench wire --bench store
+cargo test --locked -p journeyd --bench wire --bench store --bench archive
 cargo test --locked --workspace --doc
 
 # The load benchmark once, tiny, so it cannot rot (its figures are not checked). The binary is the
