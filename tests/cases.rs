@@ -758,3 +758,24 @@ async fn positions_outside_journeys_follow_the_company_policy() {
     assert_eq!(d.flush().await.unwrap().stored, 1);
     assert_eq!(ts.positions(id).len(), 1);
 }
+
+/// With several endpoints on one address (SO_REUSEPORT), devices on different client sockets land
+/// on different endpoints and everything they send is stored once.
+#[tokio::test(flavor = "multi_thread")]
+async fn several_endpoints_share_one_address() {
+    let ts = TestServer::start_with(|c| c.ingest.endpoints = 3);
+    let t = now_us() - 3_600_000_000;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let (mut d, id) = ts.device(&format!("van-{i}"));
+        let positions: Vec<Position> = (0..50)
+            .map(|k| Position::new(t + k * 1_000_000, 50.0 + i as f64 * 0.01, 8.0))
+            .collect();
+        d.record(1, &positions).unwrap();
+        d.flush().await.unwrap();
+        ids.push(id);
+    }
+    for id in ids {
+        assert_eq!(ts.positions(id).len(), 50);
+    }
+}

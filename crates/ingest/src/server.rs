@@ -21,6 +21,16 @@ pub const UDP_BUFFER_BYTES: usize = 8 << 20;
 
 /// A UDP socket bound to `addr` with large send and receive buffers.
 pub fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
+    bind_udp(addr, buffer_bytes, false)
+}
+
+/// [`udp_socket`], with `SO_REUSEPORT` when `reuse_port`: several sockets then share one address
+/// and the kernel spreads datagrams across them by a hash of the sender's address and port.
+fn bind_udp(
+    addr: SocketAddr,
+    buffer_bytes: usize,
+    reuse_port: bool,
+) -> std::io::Result<std::net::UdpSocket> {
     let domain = if addr.is_ipv4() {
         socket2::Domain::IPV4
     } else {
@@ -33,6 +43,9 @@ pub fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std:
     // Best effort: a kernel that refuses keeps its default.
     socket.set_recv_buffer_size(buffer_bytes).ok();
     socket.set_send_buffer_size(buffer_bytes).ok();
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
@@ -64,6 +77,11 @@ pub struct IngestConfig {
     pub max_queued_positions: u64,
     /// Most connections at once; more are refused with `Busy`. Default 50,000.
     pub max_connections: u64,
+    /// QUIC endpoints sharing `listen` through `SO_REUSEPORT`, each driven by its own task, so
+    /// that packet handling for many connections can spread over the cores. Default 1. A device
+    /// whose address changes mid-connection (NAT rebinding) may land on another endpoint; it
+    /// reconnects and resends what was not acked.
+    pub endpoints: usize,
     pub clock: Clock,
 }
 
@@ -86,9 +104,16 @@ impl Default for IngestConfig {
             hello_timeout: Duration::from_secs(10),
             max_queued_positions: 2_000_000,
             max_connections: 50_000,
+            endpoints: default_endpoints(),
             clock: system_clock(),
         }
     }
+}
+
+/// One endpoint: on a two-core machine shared with the load generator, two endpoints were
+/// slower (BENCHMARKS.md); machines with cores to spare may set more.
+pub fn default_endpoints() -> usize {
+    1
 }
 
 /// Counters of the endpoint, read by /metrics and the bench.
@@ -188,13 +213,15 @@ impl Shared {
 #[derive(Clone)]
 pub struct IngestServer {
     shared: Arc<Shared>,
-    endpoint: Endpoint,
+    /// The first endpoint is bound first and names the address; the others share it.
+    endpoints: Vec<Endpoint>,
 }
 
 impl std::fmt::Debug for IngestServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IngestServer")
-            .field("addr", &self.endpoint.local_addr().ok())
+            .field("addr", &self.endpoints[0].local_addr().ok())
+            .field("endpoints", &self.endpoints.len())
             .finish_non_exhaustive()
     }
 }
@@ -233,16 +260,25 @@ impl IngestServer {
             addr: config.listen,
             source,
         };
-        let socket = udp_socket(config.listen, UDP_BUFFER_BYTES).map_err(bind_err)?;
         let runtime = quinn::default_runtime()
             .ok_or_else(|| IngestError::Tls("no async runtime for quinn".into()))?;
-        let endpoint = Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server_config),
-            socket,
-            runtime,
-        )
-        .map_err(bind_err)?;
+        let count = config.endpoints.clamp(1, 64);
+        let mut endpoints: Vec<Endpoint> = Vec::with_capacity(count);
+        let mut addr = config.listen;
+        for _ in 0..count {
+            let socket = bind_udp(addr, UDP_BUFFER_BYTES, count > 1).map_err(bind_err)?;
+            // With port 0 the first socket picks the port; the others join it.
+            addr = socket.local_addr().map_err(bind_err)?;
+            endpoints.push(
+                Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    Some(server_config.clone()),
+                    socket,
+                    runtime.clone(),
+                )
+                .map_err(bind_err)?,
+            );
+        }
         let shared = Arc::new(Shared {
             store,
             writer,
@@ -250,13 +286,15 @@ impl IngestServer {
             stats: Arc::new(IngestStats::default()),
             live: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
-        tracing::info!(addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(), "ingest listening");
-        Ok(Self { shared, endpoint })
+        for endpoint in &endpoints {
+            tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
+        }
+        tracing::info!(%addr, endpoints = endpoints.len(), "ingest listening");
+        Ok(Self { shared, endpoints })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.endpoint
+        self.endpoints[0]
             .local_addr()
             .expect("a bound endpoint has an address")
     }
@@ -311,20 +349,28 @@ impl IngestServer {
 
     /// Stops accepting and closes every connection with `ShuttingDown`, without waiting.
     pub fn close(&self) {
-        self.endpoint.close(
-            VarInt::from_u32(CloseCode::ShuttingDown as u32),
-            b"server shutting down",
-        );
+        for endpoint in &self.endpoints {
+            endpoint.close(
+                VarInt::from_u32(CloseCode::ShuttingDown as u32),
+                b"server shutting down",
+            );
+        }
     }
 
     /// Stops accepting, closes every connection with `ShuttingDown`, and waits briefly for
     /// the close to reach the devices.
     pub async fn shutdown(&self) {
-        self.endpoint.close(
-            VarInt::from_u32(CloseCode::ShuttingDown as u32),
-            b"server shutting down",
-        );
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        self.close();
+        let idle = futures_join_all(self.endpoints.iter().map(|e| e.wait_idle()));
+        let _ = tokio::time::timeout(Duration::from_secs(2), idle).await;
+    }
+}
+
+/// Waits for every future, one after the other (they run concurrently anyway: each endpoint's
+/// driver is its own task).
+async fn futures_join_all<F: Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    for f in futures {
+        f.await;
     }
 }
 

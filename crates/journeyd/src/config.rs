@@ -60,6 +60,8 @@ pub struct IngestSection {
     pub max_queued_positions: u64,
     /// Most connections at once. Default 50000.
     pub max_connections: u64,
+    /// QUIC endpoints sharing `listen` (SO_REUSEPORT), each driven by its own task. Default 1.
+    pub endpoints: usize,
     /// How far past the server clock a fix time may be. Default `5m`.
     #[serde(with = "humantime_serde")]
     pub future_tolerance: Duration,
@@ -79,6 +81,7 @@ impl Default for IngestSection {
             max_in_flight: 64,
             max_queued_positions: 2_000_000,
             max_connections: 50_000,
+            endpoints: 1,
             future_tolerance: Duration::from_secs(300),
             device_buffer: Duration::from_secs(8 * 86_400),
         }
@@ -326,6 +329,10 @@ impl JourneydConfig {
         anyhow::ensure!(
             self.ingest.idle_timeout >= Duration::from_secs(1),
             "ingest.idle_timeout must be at least 1s"
+        );
+        anyhow::ensure!(
+            (1..=64).contains(&self.ingest.endpoints),
+            "ingest.endpoints must be 1 to 64"
         );
         anyhow::ensure!(
             self.store.queue_capacity >= 1 && self.store.max_group >= 1,

@@ -87,6 +87,7 @@ impl Server {
             hello_timeout: config.ingest.hello_timeout,
             max_queued_positions: config.ingest.max_queued_positions,
             max_connections: config.ingest.max_connections,
+            endpoints: config.ingest.endpoints,
             clock: clock.clone(),
         };
         let ingest = IngestServer::start(
