@@ -1500,3 +1500,31 @@ async fn snapshots_of_representative_answers() {
         .await;
     assert_snapshot("login", login, &["token", "expires_at"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_get_json_errors() {
+    let ts = TestServer::start();
+    let api = ts.api();
+    let admin = api.login("demo", "admin", &ts.admin_password()).await;
+    // A body that is JSON of the wrong shape, and one that is not JSON at all.
+    for body in [json!({"name": 7}), json!("not an object")] {
+        let (status, ctype, bytes) = api
+            .call("POST", "/api/v1/devices", Some(&admin), Some(&body))
+            .await;
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(&bytes));
+        assert!(ctype.starts_with("application/json"), "{ctype}");
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    }
+    // A path parameter that does not parse.
+    let (status, ctype, bytes) = api
+        .call(
+            "GET",
+            "/api/v1/devices/not-a-number/journeys/1",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&bytes));
+    assert!(ctype.starts_with("application/json"), "{ctype}");
+}

@@ -85,11 +85,39 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/audit/export.csv", get(audit_csv))
         .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::audit::layer,
         ))
         .with_state(state)
+}
+
+/// Error answers written by the framework itself (a body that is not JSON, a path or query that
+/// does not parse) come as plain text; every error of this API is `{"error": "..."}`.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    // Framework rejections of a malformed request are the caller's mistake: 400.
+    let status = if status == StatusCode::UNPROCESSABLE_ENTITY
+        || status == StatusCode::UNSUPPORTED_MEDIA_TYPE
+    {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
+    (status, Json(json!({ "error": text }))).into_response()
 }
 
 /// RFC 3339, UTC, microseconds: the one time format of the API.
