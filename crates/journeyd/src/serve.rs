@@ -49,6 +49,12 @@ impl Server {
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let started = std::time::Instant::now();
         let store_config = config.store_config();
+        let new_master_key = match &store_config.master_key {
+            journeyd_keys::MasterKeySource::File { path, create: true } if !path.exists() => {
+                Some(path.clone())
+            }
+            _ => None,
+        };
         if config.store.ack_without_storing {
             tracing::warn!(
                 "store.ack_without_storing is on: records are acked and thrown away (benchmarks only)"
@@ -60,6 +66,12 @@ impl Server {
                 store_config.path.display()
             )
         })?);
+        if let Some(path) = new_master_key {
+            tracing::warn!(
+                file = %path.display(),
+                "created the master key beside the data: keep a copy somewhere safe (without it nothing here can be read) and, for real use, keep it off this disk (keys.master_key_file or JOURNEYD_MASTER_KEY)"
+            );
+        }
         ensure_demo_tenant(&config, &store, clock())?;
 
         let writer = Writer::start(
