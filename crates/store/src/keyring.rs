@@ -31,32 +31,29 @@ impl Keyring {
 }
 
 impl HotStore {
-    /// The cipher of a tenant's hot chunks.
-    pub(crate) fn chunk_cipher(&self, t: TenantId) -> Result<ChunkCipher, StoreError> {
-        if let Some((_, c)) = self
+    /// A tenant's data key and chunk cipher: cached, or unwrapped from the `keys` column family.
+    fn tenant_keys(&self, t: TenantId) -> Result<(DataKey, ChunkCipher), StoreError> {
+        let cached = self
             .keyring
             .unwrapped
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&t)
-        {
-            return Ok(c.clone());
+            .cloned();
+        match cached {
+            Some(keys) => Ok(keys),
+            None => self.load_tenant_key(t),
         }
-        Ok(self.load_tenant_key(t)?.1)
+    }
+
+    /// The cipher of a tenant's hot chunks.
+    pub(crate) fn chunk_cipher(&self, t: TenantId) -> Result<ChunkCipher, StoreError> {
+        Ok(self.tenant_keys(t)?.1)
     }
 
     /// A tenant's data key (for archive files and `journeyd keys export`).
     pub fn tenant_key(&self, t: TenantId) -> Result<DataKey, StoreError> {
-        if let Some((k, _)) = self
-            .keyring
-            .unwrapped
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&t)
-        {
-            return Ok(k.clone());
-        }
-        Ok(self.load_tenant_key(t)?.0)
+        Ok(self.tenant_keys(t)?.0)
     }
 
     fn load_tenant_key(&self, t: TenantId) -> Result<(DataKey, ChunkCipher), StoreError> {
