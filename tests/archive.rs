@@ -922,3 +922,42 @@ fn rebuilding_the_index_from_an_empty_place_changes_nothing() {
     );
     assert_eq!(journeyd_ok(&config, &["archive", "list"]), listed);
 }
+
+#[test]
+fn serve_compacts_and_backs_up_on_its_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_with_old_journeys(dir.path(), "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("compact_every = \"0s\"", "compact_every = \"1s\"")
+        .replace("backup_every = \"0s\"", "backup_every = \"2s\"");
+    std::fs::write(&config, text).unwrap();
+    let mut child = std::process::Command::new(binary())
+        .args(["--log", "warn", "--config"])
+        .arg(&config)
+        .arg("serve")
+        .spawn()
+        .unwrap();
+    let backups = dir.path().join("data/archive/backups");
+    let started = std::time::Instant::now();
+    let mut archived = 0;
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        let out = journeyd(&config, &["stats", "--json"]);
+        if out.status.success() {
+            let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            archived = stats["archived_journeys"].as_u64().unwrap_or(0);
+        }
+        let backed_up = std::fs::read_dir(&backups).is_ok_and(|mut d| d.next().is_some());
+        if archived == 3 && backed_up {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(archived, 3, "serve archived the old journeys on its own");
+    assert!(
+        std::fs::read_dir(&backups).unwrap().next().is_some(),
+        "serve took a backup on its own"
+    );
+}
