@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real S3-compatible server (Garage, run as a separate process) on loopback for journeyd's
-# test suite. See /work/shared/S3-TESTING.md for the single-node set-up this follows.
+# test suite, set up as a single node with every port on 127.0.0.1.
 #
 #   scripts/s3-test-server.sh install           build garage once into the tools cache, print its path
 #   scripts/s3-test-server.sh start STATE_DIR   start a fresh single-node server, print STATE_DIR/env
