@@ -13,5 +13,5 @@ pub mod tls;
 pub use error::IngestError;
 pub use server::{
     Clock, IngestConfig, IngestServer, IngestStats, LATENCY_BOUNDS_US, LatencyHistogram,
-    UDP_BUFFER_BYTES, default_endpoints, system_clock, udp_socket,
+    UDP_BUFFER_BYTES, system_clock, udp_socket,
 };

@@ -112,7 +112,7 @@ impl Default for IngestConfig {
 
 /// One endpoint: on a two-core machine shared with the load generator, two endpoints were
 /// slower (BENCHMARKS.md); machines with cores to spare may set more.
-pub fn default_endpoints() -> usize {
+fn default_endpoints() -> usize {
     1
 }
 

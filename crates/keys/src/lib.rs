@@ -378,24 +378,21 @@ impl ChunkCipher {
     /// Bytes a sealed value adds to its plaintext.
     pub const OVERHEAD: usize = XNONCE + XTAG;
 
-    /// Seals `buf[from..]` in place: afterwards `buf[from..]` is nonce ‖ ciphertext ‖ tag.
-    pub fn seal_in_place(
-        &self,
-        aad: &[u8],
-        buf: &mut Vec<u8>,
-        from: usize,
-    ) -> Result<(), KeyError> {
+    /// Bytes the caller leaves for the nonce before the plaintext.
+    pub const NONCE_LEN: usize = XNONCE;
+
+    /// Seals in place: `buf[at..at + NONCE_LEN]` is room for the nonce (any bytes), the
+    /// plaintext follows to the end. Afterwards `buf[at..]` is nonce ‖ ciphertext ‖ tag; nothing
+    /// is moved.
+    pub fn seal_in_place(&self, aad: &[u8], buf: &mut Vec<u8>, at: usize) -> Result<(), KeyError> {
+        if buf.len() < at + XNONCE {
+            return Err(KeyError::invalid("chunk", "no room for the nonce"));
+        }
         let nonce: [u8; XNONCE] = random()?;
-        let plain_len = buf.len() - from;
-        buf.reserve(Self::OVERHEAD);
-        buf.splice(from..from, nonce);
+        buf[at..at + XNONCE].copy_from_slice(&nonce);
         let tag = self
             .aead
-            .encrypt_inout_detached(
-                (&nonce).into(),
-                aad,
-                (&mut buf[from + XNONCE..from + XNONCE + plain_len]).into(),
-            )
+            .encrypt_inout_detached((&nonce).into(), aad, (&mut buf[at + XNONCE..]).into())
             .map_err(|_| KeyError::invalid("chunk", "too long to seal"))?;
         buf.extend_from_slice(&tag);
         Ok(())
@@ -480,7 +477,7 @@ mod tests {
         fn chunks_seal_and_open(plain in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..500), prefix in 0usize..8) {
             let key = DataKey::generate().unwrap();
             let cipher = key.chunk_cipher();
-            let mut buf = vec![9u8; prefix];
+            let mut buf = vec![9u8; prefix + ChunkCipher::NONCE_LEN];
             buf.extend_from_slice(&plain);
             cipher.seal_in_place(b"key", &mut buf, prefix).unwrap();
             proptest::prop_assert_eq!(buf.len(), prefix + plain.len() + ChunkCipher::OVERHEAD);

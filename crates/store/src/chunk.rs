@@ -36,6 +36,7 @@ pub fn encode(
     out.reserve(HEADER + 8 + POSITION * positions.len() + ChunkCipher::OVERHEAD);
     out.extend_from_slice(&[FORMAT, 0, 0, 0]);
     out.extend_from_slice(&(positions.len() as u32).to_le_bytes());
+    out.extend_from_slice(&[0; ChunkCipher::NONCE_LEN]);
     out.extend_from_slice(&received_us.to_le_bytes());
     for p in positions {
         out.extend_from_slice(&p.to_le_bytes());

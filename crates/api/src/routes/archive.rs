@@ -86,12 +86,7 @@ pub(super) async fn search_archive(
     let from = parse_opt_time("from", &q.from)?;
     let to = parse_opt_time("to", &q.to)?;
     let mut rows = Vec::new();
-    for d in state.store.devices(Some(caller.tenant))? {
-        if q.device.is_some_and(|id| id != d.id.0)
-            || q.user.as_ref().is_some_and(|u| d.user.as_ref() != Some(u))
-        {
-            continue;
-        }
+    for d in devices_matching(&state, &caller, q.device, q.user.as_deref())? {
         let found =
             journeyd_archiver::retrieve::search(&state.store, caller.tenant, Some(d.id), from, to)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;

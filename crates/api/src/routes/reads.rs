@@ -133,12 +133,7 @@ pub(super) async fn list_journeys(
     let after = q.cursor.as_deref().map(parse_cursor).transpose()?;
     let policy = policy_of(&state, &caller)?;
     let mut rows = Vec::new();
-    for d in state.store.devices(Some(caller.tenant))? {
-        if q.device.is_some_and(|id| id != d.id.0)
-            || q.user.as_ref().is_some_and(|u| d.user.as_ref() != Some(u))
-        {
-            continue;
-        }
+    for d in devices_matching(&state, &caller, q.device, q.user.as_deref())? {
         for (j, m) in state.store.journeys(d.tenant, d.id)? {
             let (Some(first), Some(last)) = (m.first_fix_us, m.last_fix_us) else {
                 continue;
@@ -164,6 +159,20 @@ pub(super) async fn list_journeys(
     rows.truncate(limit);
     let journeys: Vec<JourneyView> = rows.into_iter().map(|(_, v)| v).collect();
     Ok(Json(json!({"journeys": journeys, "next_cursor": next})))
+}
+
+/// The caller's company's devices, narrowed to one device id and/or one user when given.
+pub(super) fn devices_matching(
+    state: &AppState,
+    caller: &Caller,
+    device: Option<u64>,
+    user: Option<&str>,
+) -> ApiResult<Vec<DeviceRecord>> {
+    let mut devices = state.store.devices(Some(caller.tenant))?;
+    devices.retain(|d| {
+        device.is_none_or(|id| id == d.id.0) && user.is_none_or(|u| d.user.as_deref() == Some(u))
+    });
+    Ok(devices)
 }
 
 pub(super) fn parse_cursor(s: &str) -> ApiResult<(i64, u64, u64)> {
