@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use journeyd_ingest::LATENCY_BOUNDS_US;
+use journeyd_ingest::{LATENCY_BOUNDS_US, LatencyHistogram};
 
 use crate::AppState;
 
@@ -11,6 +11,24 @@ fn counter(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
     let _ = writeln!(
         out,
         "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &LatencyHistogram) {
+    let (cumulative, sum_us, count) = h.snapshot();
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound, n) in LATENCY_BOUNDS_US.iter().zip(&cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {n}", *bound as f64 / 1e6);
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {}",
+        cumulative.last().copied().unwrap_or(0)
+    );
+    let _ = writeln!(
+        out,
+        "{name}_sum {}\n{name}_count {count}",
+        sum_us as f64 / 1e6
     );
 }
 
@@ -158,27 +176,29 @@ pub(crate) fn render(state: &AppState) -> String {
         state.ingest.is_ready() as u64,
     );
 
-    let (cumulative, sum_us, count) = s.ack_latency.snapshot();
-    let _ = writeln!(
-        out,
-        "# HELP journeyd_ack_latency_seconds From a record's arrival to its ack.\n# TYPE journeyd_ack_latency_seconds histogram"
+    histogram(
+        &mut out,
+        "journeyd_ack_latency_seconds",
+        "From a record's arrival to its ack.",
+        &s.ack_latency,
     );
-    for (bound, n) in LATENCY_BOUNDS_US.iter().zip(&cumulative) {
-        let _ = writeln!(
-            out,
-            "journeyd_ack_latency_seconds_bucket{{le=\"{}\"}} {n}",
-            *bound as f64 / 1e6
-        );
-    }
-    let _ = writeln!(
-        out,
-        "journeyd_ack_latency_seconds_bucket{{le=\"+Inf\"}} {}",
-        cumulative.last().copied().unwrap_or(0)
+    histogram(
+        &mut out,
+        "journeyd_writer_queue_wait_seconds",
+        "A record's wait in the writer's queue, from its submission to the start of its group.",
+        &w.queue_latency,
     );
-    let _ = writeln!(
-        out,
-        "journeyd_ack_latency_seconds_sum {}\njourneyd_ack_latency_seconds_count {count}",
-        sum_us as f64 / 1e6
+    histogram(
+        &mut out,
+        "journeyd_group_commit_seconds",
+        "A group commit from its first record taken off the queue to its write done.",
+        &w.commit_latency,
+    );
+    histogram(
+        &mut out,
+        "journeyd_wal_sync_seconds",
+        "The synced write of a group commit alone (WAL append, fsync and any write stall).",
+        &w.sync_latency,
     );
 
     match state.store.engine_stats() {

@@ -11,7 +11,7 @@ mod server;
 pub mod tls;
 
 pub use error::IngestError;
+pub use journeyd_store::{LATENCY_BOUNDS_US, LatencyHistogram};
 pub use server::{
-    Clock, IngestConfig, IngestServer, IngestStats, LATENCY_BOUNDS_US, LatencyHistogram,
-    UDP_BUFFER_BYTES, system_clock, udp_socket,
+    Clock, IngestConfig, IngestServer, IngestStats, UDP_BUFFER_BYTES, system_clock, udp_socket,
 };

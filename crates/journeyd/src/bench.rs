@@ -6,9 +6,11 @@
 //! measured), and sends the next, at the configured rate or as fast as acks come.
 
 mod postgres;
+mod server_side;
 pub mod sweep;
 
 pub use postgres::{PostgresBaseline, postgres_copy_baseline};
+pub use server_side::ServerSide;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,6 +54,11 @@ pub struct BenchReport {
     /// Server resident memory grown per connected, idle device (connections, TLS, tasks, state).
     pub server_kib_per_idle_device: f64,
     pub failed_devices: usize,
+    /// CPU seconds the server and the load generator used in the measured window, and the CPU
+    /// seconds the machine had in it (cores × seconds).
+    pub window_cpu: WindowCpu,
+    /// The server's latency histograms over the measured window, when `/metrics` answered.
+    pub server_side: Option<ServerSide>,
     /// The raw storage ceiling of the same run, when asked for.
     pub baseline: Option<RawStoreBaseline>,
     /// The network ceiling of the same run (acked positions/s of a server that stores nothing),
@@ -59,6 +66,14 @@ pub struct BenchReport {
     pub network_ceiling: Option<f64>,
     /// PostgreSQL loading the same rows with COPY, when asked for.
     pub postgres: Option<PostgresBaseline>,
+}
+
+/// Where the machine's CPU went during the measured window.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct WindowCpu {
+    pub server_seconds: f64,
+    pub load_generator_seconds: f64,
+    pub available_seconds: f64,
 }
 
 /// A plain RocksDB loop writing the same chunks a batch per value with a synced WAL, from
@@ -131,6 +146,7 @@ impl BenchReport {
              acked positions/s  {:.0}  ({} acked)\n\
              ack latency ms     p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n\
              server             peak RSS {:.1} MiB  CPU {:.1} s  disk {:.1} bytes/position\n\
+             CPU in the window  server {:.1} s, load generator {:.1} s, of {:.1} s the cores had\n\
              idle device        {:.1} KiB of server memory each, connected and authenticated\n\
              failed devices     {}\n",
             self.devices,
@@ -145,9 +161,27 @@ impl BenchReport {
             self.server_peak_rss_mib,
             self.server_cpu_seconds,
             self.disk_bytes_per_position,
+            self.window_cpu.server_seconds,
+            self.window_cpu.load_generator_seconds,
+            self.window_cpu.available_seconds,
             self.server_kib_per_idle_device,
             self.failed_devices
         ) + &self
+            .server_side
+            .as_ref()
+            .map(|s| {
+                format!(
+                    "server side p99    ack {} ms, writer queue wait {} ms, group commit {} ms, WAL sync {} ms ({} commits, {:.1} records each)\n",
+                    bound(s.ack_p99_ms),
+                    bound(s.queue_wait_p99_ms),
+                    bound(s.group_commit_p99_ms),
+                    bound(s.wal_sync_p99_ms),
+                    s.group_commits,
+                    s.records_per_commit
+                )
+            })
+            .unwrap_or_default()
+            + &self
             .baseline
             .as_ref()
             .map(|b| {
@@ -179,11 +213,21 @@ impl BenchReport {
     }
 }
 
+/// A histogram bucket bound as "≤ x", or "> 1000" above the largest.
+fn bound(ms: f64) -> String {
+    if ms.is_finite() {
+        format!("≤ {ms}")
+    } else {
+        "> 1000".into()
+    }
+}
+
 /// A `journeyd serve` child on a temporary folder.
 struct ChildServer {
     child: std::process::Child,
     dir: PathBuf,
     addr: SocketAddr,
+    api: SocketAddr,
     cert: PathBuf,
 }
 
@@ -236,6 +280,7 @@ fn spawn_child(exe: &Path, dir: PathBuf) -> anyhow::Result<ChildServer> {
             return Ok(ChildServer {
                 child,
                 addr: ready.quic,
+                api: ready.api,
                 cert: ready.cert,
                 dir,
             });
@@ -257,6 +302,11 @@ fn current_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU seconds this process has used (user and system), from /proc.
+fn own_cpu_seconds() -> f64 {
+    process_usage(std::process::id()).1
 }
 
 /// Peak resident memory (VmHWM) and CPU seconds of a process, from /proc.
@@ -353,6 +403,8 @@ async fn run_against(opts: BenchOptions, ack_without_storing: bool) -> anyhow::R
     let per_device_kib =
         rss_connected.saturating_sub(rss_before_connect) as f64 / opts.devices.max(1) as f64;
 
+    let metrics_before = server_side::scrape(server.api, &trust).await;
+    let cpu_before = (process_usage(server.child.id()).1, own_cpu_seconds());
     let started = Instant::now();
     let deadline = started + opts.duration;
     let tasks: Vec<_> = ready
@@ -377,6 +429,22 @@ async fn run_against(opts: BenchOptions, ack_without_storing: bool) -> anyhow::R
     }
     let seconds = started.elapsed().as_secs_f64();
     let (rss, cpu) = process_usage(server.child.id());
+    let window_cpu = WindowCpu {
+        server_seconds: cpu - cpu_before.0,
+        load_generator_seconds: own_cpu_seconds() - cpu_before.1,
+        available_seconds: seconds
+            * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+    };
+    let server_side = match (
+        metrics_before,
+        server_side::scrape(server.api, &trust).await,
+    ) {
+        (Ok(before), Ok(after)) => after.server_side_since(&before),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the server's metrics");
+            None
+        }
+    };
     let disk = dir_bytes(&server.dir.join("data/hot"));
     let ms = |v: u64| v as f64 / 1000.0;
     Ok(BenchReport {
@@ -398,6 +466,8 @@ async fn run_against(opts: BenchOptions, ack_without_storing: bool) -> anyhow::R
             0.0
         },
         failed_devices: failed,
+        window_cpu,
+        server_side,
         baseline: None,
         network_ceiling: None,
         postgres: None,
@@ -414,6 +484,13 @@ async fn device_loop(
     let mut acked = 0u64;
     let interval = (opts.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / opts.rate));
     let mut next = Instant::now();
+    if let Some(iv) = interval {
+        // Devices in the field are not in step: spread the first sends evenly over one interval,
+        // or every device would send at the same instant and each ack would wait for a burst of
+        // the whole fleet to be stored.
+        next += iv.mul_f64(i as f64 / opts.devices.max(1) as f64);
+        tokio::time::sleep_until(next.into()).await;
+    }
     let mut positions = Vec::with_capacity(opts.batch_positions);
     let mut t = crate::serve::now_us() - 3_600_000_000;
     while Instant::now() < deadline {

@@ -30,6 +30,7 @@ pub mod chunk;
 mod error;
 mod keyring;
 mod keys;
+mod latency;
 mod meta;
 mod registry;
 mod store;
@@ -41,6 +42,7 @@ pub use archived::{
 };
 pub use audit::{AuditEntry, AuditQuery};
 pub use error::StoreError;
+pub use latency::{LATENCY_BOUNDS_US, LatencyHistogram};
 pub use meta::JourneyMeta;
 pub use registry::{AuthFailure, DeviceRecord, TenantPolicy, TenantRecord, hash_secret};
 pub use store::{DEFAULT_MASTER_KEY_FILE, EngineStats, HotStore, StoreConfig, StoreStats};

@@ -18,7 +18,10 @@ use journeyd_wire::session::Record;
 use rocksdb::WriteBatch;
 
 use crate::keys::{self, CF_CHUNKS, CF_JOURNEYS, CF_LAST, CF_SEQS};
-use crate::{BatchSeq, DeviceId, HotStore, JourneyId, JourneyMeta, StoreError, TenantId, chunk};
+use crate::{
+    BatchSeq, DeviceId, HotStore, JourneyId, JourneyMeta, LatencyHistogram, StoreError, TenantId,
+    chunk,
+};
 
 /// Tuning of the writer (config `[store]`).
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +87,12 @@ pub struct WriterStats {
     pub records: AtomicU64,
     pub positions: AtomicU64,
     pub failed_groups: AtomicU64,
+    /// A record's wait in the queue, from its submission to the start of its group.
+    pub queue_latency: LatencyHistogram,
+    /// A group's whole commit: reads, sealing, staging and the synced write.
+    pub commit_latency: LatencyHistogram,
+    /// The synced write alone (RocksDB's WAL append and fsync, and any write stall).
+    pub sync_latency: LatencyHistogram,
     /// False from a failed write until the next good one: readiness goes red meanwhile.
     pub healthy: AtomicBool,
     /// Set by [`Writer::shutdown`]: the thread writes what is queued, then ends.
@@ -94,7 +103,7 @@ pub struct WriterStats {
 /// thread after it has written everything queued.
 #[derive(Debug, Clone)]
 pub struct Writer {
-    tx: Sender<WriteRequest>,
+    tx: Sender<(Instant, WriteRequest)>,
     stats: Arc<WriterStats>,
     thread: Arc<WriterThread>,
 }
@@ -147,9 +156,11 @@ impl Writer {
 
     /// Queues a request, or hands it back when the queue is full or the writer has stopped.
     pub fn try_submit(&self, req: WriteRequest) -> Result<(), WriteRequest> {
-        self.tx.try_send(req).map_err(|e| match e {
-            TrySendError::Full(r) | TrySendError::Disconnected(r) => r,
-        })
+        self.tx
+            .try_send((Instant::now(), req))
+            .map_err(|e| match e {
+                TrySendError::Full((_, r)) | TrySendError::Disconnected((_, r)) => r,
+            })
     }
 
     /// Requests waiting in the queue.
@@ -172,7 +183,12 @@ impl Writer {
     }
 }
 
-fn run(store: &HotStore, rx: &Receiver<WriteRequest>, config: WriterConfig, stats: &WriterStats) {
+fn run(
+    store: &HotStore,
+    rx: &Receiver<(Instant, WriteRequest)>,
+    config: WriterConfig,
+    stats: &WriterStats,
+) {
     let mut cache = MetaCache::default();
     let mut group = Vec::with_capacity(config.max_group);
     loop {
@@ -182,14 +198,19 @@ fn run(store: &HotStore, rx: &Receiver<WriteRequest>, config: WriterConfig, stat
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        group.push(first);
-        while group.len() < config.max_group {
-            match rx.try_recv() {
-                Ok(r) => group.push(r),
-                Err(_) => break,
-            }
-        }
         let started = Instant::now();
+        let mut next = Some(first);
+        while let Some((queued, req)) = next {
+            stats
+                .queue_latency
+                .record(started.saturating_duration_since(queued).as_micros() as u64);
+            group.push(req);
+            next = if group.len() < config.max_group {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
         let n = group.len();
         let result = if config.ack_without_storing {
             Ok(group
@@ -211,7 +232,7 @@ fn run(store: &HotStore, rx: &Receiver<WriteRequest>, config: WriterConfig, stat
                 cache.last.clear();
                 cache.epoch = epoch;
             }
-            commit(store, &mut cache, &mut group)
+            commit(store, &mut cache, &mut group, &stats.sync_latency)
         };
         match result {
             Ok(outcomes) => {
@@ -220,6 +241,9 @@ fn run(store: &HotStore, rx: &Receiver<WriteRequest>, config: WriterConfig, stat
                 stats.records.fetch_add(n as u64, Ordering::Relaxed);
                 stats.positions.fetch_add(positions, Ordering::Relaxed);
                 stats.healthy.store(true, Ordering::Relaxed);
+                stats
+                    .commit_latency
+                    .record(started.elapsed().as_micros() as u64);
                 tracing::trace!(
                     records = n,
                     positions,
@@ -406,6 +430,7 @@ fn commit(
     store: &HotStore,
     cache: &mut MetaCache,
     group: &mut [WriteRequest],
+    sync_latency: &LatencyHistogram,
 ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
     let mut batch = WriteBatch::default();
     let mut staged = Staged::default();
@@ -470,7 +495,9 @@ fn commit(
         return Err(StoreError::Injected("injected write failure"));
     }
     if !batch.is_empty() {
+        let started = Instant::now();
         store.db.write_opt(batch, &store.sync_write)?;
+        sync_latency.record(started.elapsed().as_micros() as u64);
     }
 
     cache.trim();

@@ -218,6 +218,8 @@ mod tests {
             disk_bytes_per_position: 1.0,
             server_kib_per_idle_device: 1.0,
             failed_devices: 0,
+            window_cpu: crate::bench::WindowCpu::default(),
+            server_side: None,
             baseline: None,
             network_ceiling: None,
             postgres: None,
