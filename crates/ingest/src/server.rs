@@ -50,6 +50,35 @@ fn bind_udp(
     Ok(socket.into())
 }
 
+/// The QUIC server settings of ingest: its TLS and transport (one bidirectional stream per
+/// connection, windows sized to one batch of the largest size).
+pub fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    limits: &SessionLimits,
+) -> Result<quinn::ServerConfig, IngestError> {
+    let crypto = crate::tls::server_crypto(certs, key)?;
+    let mut server_config = quinn::ServerConfig::with_crypto(crypto);
+    let mut transport = quinn::TransportConfig::default();
+    let idle = Duration::from_millis(limits.idle_timeout_ms as u64);
+    transport
+        .max_idle_timeout(Some(
+            idle.try_into()
+                .map_err(|_| IngestError::Tls("idle timeout too large".into()))?,
+        ))
+        .max_concurrent_bidi_streams(VarInt::from_u32(1))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        // One batch of the largest size fits the stream window; the windows, not the
+        // connection count, bound memory, since quinn allocates only for data received.
+        .stream_receive_window(VarInt::from_u32(
+            limits.max_batch_body().saturating_add(64 * 1024),
+        ))
+        .receive_window(VarInt::from_u32(limits.max_batch_body().saturating_mul(2)))
+        .send_window(256 * 1024);
+    server_config.transport_config(Arc::new(transport));
+    Ok(server_config)
+}
+
 /// Where "now" comes from: the system clock, or a test's.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
@@ -196,27 +225,7 @@ impl IngestServer {
         store: Arc<HotStore>,
         writer: Writer,
     ) -> Result<Self, IngestError> {
-        let crypto = crate::tls::server_crypto(certs, key)?;
-        let mut server_config = quinn::ServerConfig::with_crypto(crypto);
-        let mut transport = quinn::TransportConfig::default();
-        let idle = Duration::from_millis(config.limits.idle_timeout_ms as u64);
-        transport
-            .max_idle_timeout(Some(
-                idle.try_into()
-                    .map_err(|_| IngestError::Tls("idle timeout too large".into()))?,
-            ))
-            .max_concurrent_bidi_streams(VarInt::from_u32(1))
-            .max_concurrent_uni_streams(VarInt::from_u32(0))
-            // One batch of the largest size fits the stream window; the windows, not the
-            // connection count, bound memory, since quinn allocates only for data received.
-            .stream_receive_window(VarInt::from_u32(
-                config.limits.max_batch_body().saturating_add(64 * 1024),
-            ))
-            .receive_window(VarInt::from_u32(
-                config.limits.max_batch_body().saturating_mul(2),
-            ))
-            .send_window(256 * 1024);
-        server_config.transport_config(Arc::new(transport));
+        let server_config = server_config(certs, key, &config.limits)?;
         let bind_err = |source| IngestError::Bind {
             addr: config.listen,
             source,

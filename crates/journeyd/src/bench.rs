@@ -6,6 +6,7 @@
 //! measured), and sends the next, at the configured rate or as fast as acks come.
 
 mod postgres;
+pub mod quic_floor;
 mod server_side;
 pub mod sweep;
 
@@ -66,6 +67,9 @@ pub struct BenchReport {
     pub network_ceiling: Option<f64>,
     /// PostgreSQL loading the same rows with COPY, when asked for.
     pub postgres: Option<PostgresBaseline>,
+    /// Memory per connection of a bare quinn server with the same TLS and transport settings
+    /// (one stream, one message each way), KiB, when asked for.
+    pub quic_floor_kib_per_connection: Option<f64>,
 }
 
 /// Where the machine's CPU went during the measured window.
@@ -207,6 +211,15 @@ impl BenchReport {
                     format!(
                         "baseline           PostgreSQL {} COPY, a synchronous commit per batch, {} sessions, indexed (device, time): {:.0} rows/s; journeyd = {:.2} x\n",
                         p.version, p.sessions, p.rows_per_sec, p.journeyd_ratio
+                    )
+                })
+                .unwrap_or_default()
+            + &self
+                .quic_floor_kib_per_connection
+                .map(|f| {
+                    format!(
+                        "baseline           bare QUIC connection (quinn + rustls, same settings, one stream, one message each way): {f:.1} KiB of server memory each; an idle journeyd device = {:.2} x\n",
+                        self.server_kib_per_idle_device / f
                     )
                 })
                 .unwrap_or_default()
@@ -471,6 +484,7 @@ async fn run_against(opts: BenchOptions, ack_without_storing: bool) -> anyhow::R
         baseline: None,
         network_ceiling: None,
         postgres: None,
+        quic_floor_kib_per_connection: None,
     })
 }
 

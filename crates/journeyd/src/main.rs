@@ -67,6 +67,10 @@ enum Command {
     },
     /// Drive simulated devices against a fresh server and print throughput and ack latency.
     Bench(BenchArgs),
+    /// For `bench --baselines`: a bare QUIC server with ingest's settings, to measure the memory
+    /// of a connection with nothing of journeyd in it.
+    #[command(hide = true)]
+    BenchQuicFloorServer { dir: PathBuf },
     /// Archive journeys past their hot retention now (serve does it on a schedule). With the
     /// server stopped.
     Compact {
@@ -528,6 +532,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     duration,
                     report.acked_positions_per_sec,
                 )?);
+                report.quic_floor_kib_per_connection = Some(rt.block_on(
+                    bench::quic_floor::kib_per_connection(devices, args.client_endpoints),
+                )?);
             }
             if args.json {
                 outln!("{}", serde_json::to_string_pretty(&report)?);
@@ -535,6 +542,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out!("{}", report.render());
             }
             Ok(())
+        }
+        Command::BenchQuicFloorServer { dir } => {
+            runtime()?.block_on(bench::quic_floor::serve(&dir))
         }
         Command::DemoTracks { out, devices } => {
             let files = replay::write_demo_tracks(&out, devices, serve::now_us())?;

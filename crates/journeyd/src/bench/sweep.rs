@@ -223,6 +223,7 @@ mod tests {
             baseline: None,
             network_ceiling: None,
             postgres: None,
+            quic_floor_kib_per_connection: None,
         }
     }
 
