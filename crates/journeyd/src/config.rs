@@ -157,6 +157,9 @@ pub struct StoreSection {
     pub queue_capacity: usize,
     /// Most records in one group commit. Default 2048.
     pub max_group: usize,
+    /// Writer threads, each committing the records of its share of the devices; their synced
+    /// writes overlap, so one seals and stages while another waits for the disk. Default 2.
+    pub writer_shards: usize,
     /// Memtable size. Default 64 MiB.
     pub write_buffer_bytes: usize,
     /// Benchmarks only: ack every record without storing it, to measure the network path
@@ -170,6 +173,7 @@ impl Default for StoreSection {
             sync: true,
             queue_capacity: 4096,
             max_group: 2048,
+            writer_shards: 2,
             write_buffer_bytes: 64 << 20,
             ack_without_storing: false,
         }
@@ -335,8 +339,10 @@ impl JourneydConfig {
             "ingest.endpoints must be 1 to 64"
         );
         anyhow::ensure!(
-            self.store.queue_capacity >= 1 && self.store.max_group >= 1,
-            "store.queue_capacity and store.max_group must be at least 1"
+            self.store.queue_capacity >= 1
+                && self.store.max_group >= 1
+                && (1..=64).contains(&self.store.writer_shards),
+            "store.queue_capacity and store.max_group must be at least 1, store.writer_shards 1 to 64"
         );
         anyhow::ensure!(
             self.archive.late_arrival_window >= self.ingest.device_buffer,

@@ -79,6 +79,7 @@ impl Server {
             WriterConfig {
                 queue_capacity: config.store.queue_capacity,
                 max_group: config.store.max_group,
+                shards: config.store.writer_shards,
                 ack_without_storing: config.store.ack_without_storing,
             },
         );

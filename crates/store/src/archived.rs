@@ -156,7 +156,7 @@ impl HotStore {
         pending: &PendingUpload,
         entries: Vec<ArchivedJourney>,
     ) -> Result<(), StoreError> {
-        let _exclusive = self.hot_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _exclusive = self.hot_lock.write().unwrap_or_else(|p| p.into_inner());
         let mut batch = WriteBatch::default();
         for entry in entries {
             let j = JourneyId(entry.journey);
@@ -242,7 +242,7 @@ impl HotStore {
 
     /// Replaces the whole archive index (after a rebuild from the objects).
     pub fn replace_archive_index(&self, entries: &[ArchivedJourney]) -> Result<(), StoreError> {
-        let _exclusive = self.hot_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _exclusive = self.hot_lock.write().unwrap_or_else(|p| p.into_inner());
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_ARCHIVED), &[0u8; 20][..], &[0xffu8; 21][..]);
         for e in entries {
@@ -312,7 +312,7 @@ impl HotStore {
         until_us: i64,
         now_us: i64,
     ) -> Result<(), StoreError> {
-        let _exclusive = self.hot_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _exclusive = self.hot_lock.write().unwrap_or_else(|p| p.into_inner());
         let (t, d, j) = (entry.tenant, entry.device, JourneyId(entry.journey));
         let jkey = keys::journey_key(t, d, j);
         let own = self.own_chunks(t, d, j)?;
@@ -377,7 +377,7 @@ impl HotStore {
     /// Drops the restored copy of a journey (its restore time is over); the archive keeps it,
     /// and positions the device sent meanwhile stay hot (archived on a later run).
     pub fn drop_restored(&self, entry: &ArchivedJourney) -> Result<(), StoreError> {
-        let _exclusive = self.hot_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _exclusive = self.hot_lock.write().unwrap_or_else(|p| p.into_inner());
         let (t, d, j) = (entry.tenant, entry.device, JourneyId(entry.journey));
         let jkey = keys::journey_key(t, d, j);
         let own = self.own_chunks(t, d, j)?;
@@ -400,7 +400,7 @@ impl HotStore {
     /// Drops a hot journey the archive already holds in full (a node rebuilt from a backup
     /// taken before the journey was archived).
     pub fn drop_hot_copy(&self, entry: &ArchivedJourney) -> Result<(), StoreError> {
-        let _exclusive = self.hot_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _exclusive = self.hot_lock.write().unwrap_or_else(|p| p.into_inner());
         let jkey = keys::journey_key(entry.tenant, entry.device, JourneyId(entry.journey));
         let mut end = jkey;
         increment(&mut end);

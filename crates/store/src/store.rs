@@ -55,9 +55,9 @@ pub struct HotStore {
     pub(crate) fail_next_writes: AtomicU32,
     pub(crate) stall_writes: std::sync::atomic::AtomicBool,
     pub(crate) keyring: Keyring,
-    /// Held by the writer around each group commit and by whoever deletes or rewrites hot
-    /// journeys (the compactor), so neither sees the other half-done.
-    pub(crate) hot_lock: Mutex<()>,
+    /// Held shared by each writer shard around its group commit and exclusively by whoever
+    /// deletes or rewrites hot journeys (the compactor), so neither sees the other half-done.
+    pub(crate) hot_lock: std::sync::RwLock<()>,
     /// Bumped each time hot journeys are deleted or rewritten outside the writer.
     pub(crate) archive_epoch: std::sync::atomic::AtomicU64,
     path: PathBuf,
@@ -140,7 +140,7 @@ impl HotStore {
             fail_next_writes: AtomicU32::new(0),
             stall_writes: std::sync::atomic::AtomicBool::new(false),
             keyring: Keyring::new(Some(master)),
-            hot_lock: Mutex::new(()),
+            hot_lock: std::sync::RwLock::new(()),
             archive_epoch: std::sync::atomic::AtomicU64::new(0),
             path: config.path.clone(),
         };
@@ -188,7 +188,7 @@ impl HotStore {
             fail_next_writes: AtomicU32::new(0),
             stall_writes: std::sync::atomic::AtomicBool::new(false),
             keyring: Keyring::new(master),
-            hot_lock: Mutex::new(()),
+            hot_lock: std::sync::RwLock::new(()),
             archive_epoch: std::sync::atomic::AtomicU64::new(0),
             path: path.to_owned(),
         })

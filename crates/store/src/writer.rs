@@ -1,7 +1,14 @@
-//! The group-commit writer: one thread that turns every request waiting in its queue into one
-//! RocksDB write batch with one synced WAL write, then answers each request.
+//! The group-commit writer: threads that each turn every request waiting in their queue into one
+//! RocksDB write batch with one synced WAL write, then answer each request.
 //!
-//! Requests arrive through a bounded crossbeam channel. When the queue is full,
+//! Devices are spread over the threads (shards) by their id, and every key a record touches
+//! (chunk, journey metadata, sequence number, last position) belongs to one device, so each
+//! shard owns its devices' keys alone and its cache of them stays exact. While one shard waits
+//! for its fsync, another seals and stages its next group; RocksDB folds the shards' synced
+//! writes that meet into one WAL write. A device's records stay in order: one shard takes them
+//! all.
+//!
+//! Requests arrive through bounded crossbeam channels, one per shard. When a queue is full,
 //! [`Writer::try_submit`] hands the request back, and the caller refuses with a retryable code
 //! instead of queueing without bound (case A7). A failed write answers every request of its
 //! group with the error and leaves no trace in the writer's caches (case A6).
@@ -30,6 +37,8 @@ pub struct WriterConfig {
     pub queue_capacity: usize,
     /// Most requests in one group commit. Default 2048.
     pub max_group: usize,
+    /// Writer threads; devices are spread over them by id. Default 2.
+    pub shards: usize,
     /// Benchmarks only: answer every request as stored without writing anything, so a load
     /// test measures the network path alone (the "network ceiling"). Default false.
     pub ack_without_storing: bool,
@@ -40,6 +49,7 @@ impl Default for WriterConfig {
         Self {
             queue_capacity: 4096,
             max_group: 2048,
+            shards: 2,
             ack_without_storing: false,
         }
     }
@@ -95,31 +105,31 @@ pub struct WriterStats {
     pub sync_latency: LatencyHistogram,
     /// False from a failed write until the next good one: readiness goes red meanwhile.
     pub healthy: AtomicBool,
-    /// Set by [`Writer::shutdown`]: the thread writes what is queued, then ends.
+    /// Set by [`Writer::shutdown`]: the threads write what is queued, then end.
     stopping: AtomicBool,
 }
 
-/// Handle to the writer thread. [`Writer::shutdown`] (or dropping every handle) stops the
-/// thread after it has written everything queued.
+/// Handle to the writer threads. [`Writer::shutdown`] (or dropping every handle) stops the
+/// threads after they have written everything queued.
 #[derive(Debug, Clone)]
 pub struct Writer {
-    tx: Sender<(Instant, WriteRequest)>,
+    shards: Arc<[Sender<(Instant, WriteRequest)>]>,
     stats: Arc<WriterStats>,
     thread: Arc<WriterThread>,
 }
 
-/// The thread, stopped and joined when the last handle goes.
+/// The threads, stopped and joined when the last handle goes.
 #[derive(Debug)]
 struct WriterThread {
-    handle: std::sync::Mutex<Option<JoinHandle<()>>>,
+    handles: std::sync::Mutex<Vec<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
 }
 
 impl WriterThread {
     fn stop(&self) {
         self.stats.stopping.store(true, Ordering::SeqCst);
-        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = handle {
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in handles {
             let _ = t.join();
         }
     }
@@ -133,54 +143,72 @@ impl Drop for WriterThread {
 
 impl Writer {
     pub fn start(store: Arc<HotStore>, config: WriterConfig) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
         let stats = Arc::new(WriterStats {
             healthy: AtomicBool::new(true),
             ..WriterStats::default()
         });
-        let thread_stats = stats.clone();
-        let thread_stats_handle = stats.clone();
-        let handle = std::thread::Builder::new()
-            .name("journeyd-writer".into())
-            .spawn(move || run(&store, &rx, config, &thread_stats))
-            .expect("spawning the writer thread");
+        let count = config.shards.max(1);
+        // The capacity is the node's; each shard holds its part.
+        let per_shard = config.queue_capacity.div_ceil(count).max(1);
+        let mut shards = Vec::with_capacity(count);
+        let mut handles = Vec::with_capacity(count);
+        for i in 0..count {
+            let (tx, rx) = crossbeam_channel::bounded(per_shard);
+            let (store, stats) = (store.clone(), stats.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("journeyd-writer-{i}"))
+                .spawn(move || run(&store, &rx, config, &stats))
+                .expect("spawning a writer thread");
+            shards.push(tx);
+            handles.push(handle);
+        }
         Self {
-            tx,
-            stats,
+            shards: shards.into(),
+            stats: stats.clone(),
             thread: Arc::new(WriterThread {
-                handle: std::sync::Mutex::new(Some(handle)),
-                stats: thread_stats_handle,
+                handles: std::sync::Mutex::new(handles),
+                stats,
             }),
         }
     }
 
-    /// Queues a request, or hands it back when the queue is full or the writer has stopped.
+    /// Queues a request on its device's shard, or hands it back when that queue is full or the
+    /// writer has stopped.
     pub fn try_submit(&self, req: WriteRequest) -> Result<(), WriteRequest> {
-        self.tx
+        self.shards[shard_of(req.device, self.shards.len())]
             .try_send((Instant::now(), req))
             .map_err(|e| match e {
                 TrySendError::Full((_, r)) | TrySendError::Disconnected((_, r)) => r,
             })
     }
 
-    /// Requests waiting in the queue.
+    /// Requests waiting in the queues.
     pub fn queued(&self) -> usize {
-        self.tx.len()
+        self.shards.iter().map(|s| s.len()).sum()
     }
 
     pub fn capacity(&self) -> usize {
-        self.tx.capacity().unwrap_or(usize::MAX)
+        self.shards
+            .iter()
+            .map(|s| s.capacity().unwrap_or(usize::MAX))
+            .fold(0, usize::saturating_add)
     }
 
     pub fn stats(&self) -> &WriterStats {
         &self.stats
     }
 
-    /// Writes everything queued, then stops the thread and waits for it, whatever other clones
+    /// Writes everything queued, then stops the threads and waits for them, whatever other clones
     /// of this handle exist. Requests submitted afterwards are handed back.
     pub fn shutdown(&self) {
         self.thread.stop();
     }
+}
+
+/// The shard that writes a device's records: its id, mixed so that ids given out in sequence
+/// spread evenly.
+fn shard_of(device: DeviceId, shards: usize) -> usize {
+    ((device.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % shards as u64) as usize
 }
 
 fn run(
@@ -223,9 +251,9 @@ fn run(
                 })
                 .collect())
         } else {
-            // The compactor deletes hot journeys under the same lock; after it did, what this
-            // thread cached about them is stale.
-            let _exclusive = store.hot_lock.lock().unwrap_or_else(|p| p.into_inner());
+            // The compactor deletes hot journeys holding this lock exclusively; after it did,
+            // what this thread cached about them is stale. Shards share it with each other.
+            let _shared = store.hot_lock.read().unwrap_or_else(|p| p.into_inner());
             let epoch = store.archive_epoch.load(Ordering::SeqCst);
             if epoch != cache.epoch {
                 cache.metas.clear();

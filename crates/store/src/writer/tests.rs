@@ -265,3 +265,62 @@ fn rotating_the_master_key_rewraps_and_rewrites_no_chunk() {
         2
     );
 }
+
+#[test]
+fn shards_share_the_devices_and_each_record_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(HotStore::open(&StoreConfig::new(dir.path().join("db"))).unwrap());
+    store.create_tenant("one", T0).unwrap();
+    let w = Writer::start(
+        store.clone(),
+        WriterConfig {
+            shards: 4,
+            ..WriterConfig::default()
+        },
+    );
+    assert_eq!(w.capacity(), 4096);
+    // Devices numbered in sequence land on every shard.
+    let used: HashSet<usize> = (1..=40).map(|d| shard_of(DeviceId(d), 4)).collect();
+    assert_eq!(used.len(), 4);
+
+    // Every device sends 20 batches without waiting, then all of them again (a resend after a
+    // lost ack): the first are stored, the second found as replays.
+    for round in 0..2 {
+        let (tx, rx) = mpsc::channel();
+        for device in 1..=40u64 {
+            for seq in 1..=20u64 {
+                let tx = tx.clone();
+                let t = seq as i64 * 1000;
+                let req = WriteRequest {
+                    tenant: TenantId(1),
+                    device: DeviceId(device),
+                    seq: BatchSeq(seq),
+                    record: batch(1, &[t, t + 1]),
+                    received_us: T0,
+                    reply: Box::new(move |r| {
+                        let _ = tx.send(r);
+                    }),
+                };
+                assert!(w.try_submit(req).is_ok());
+            }
+        }
+        drop(tx);
+        let outcomes: Vec<WriteOutcome> = rx.iter().map(|r| r.unwrap()).collect();
+        assert_eq!(outcomes.len(), 800);
+        if round == 0 {
+            assert!(outcomes.iter().all(|o| o.stored == 2 && !o.replayed));
+        } else {
+            assert!(outcomes.iter().all(|o| o.replayed && o.stored == 0));
+        }
+    }
+    for device in 1..=40u64 {
+        let track = store.track(TenantId(1), DeviceId(device), JourneyId(1)).unwrap();
+        assert_eq!(track.len(), 40, "device {device}");
+        let meta = store
+            .journey(TenantId(1), DeviceId(device), JourneyId(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.positions, 40, "device {device}");
+    }
+    w.shutdown();
+}
