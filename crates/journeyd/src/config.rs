@@ -62,6 +62,9 @@ pub struct IngestSection {
     pub max_connections: u64,
     /// QUIC endpoints sharing `listen` (SO_REUSEPORT), each driven by its own task. Default 1.
     pub endpoints: usize,
+    /// Receive and send buffer of the UDP socket, bytes. Default 64 MiB. The kernel caps it at
+    /// `net.core.rmem_max` unless journeyd may administer the network (CAP_NET_ADMIN).
+    pub udp_buffer_bytes: usize,
     /// How far past the server clock a fix time may be. Default `5m`.
     #[serde(with = "humantime_serde")]
     pub future_tolerance: Duration,
@@ -82,6 +85,7 @@ impl Default for IngestSection {
             max_queued_positions: 2_000_000,
             max_connections: 50_000,
             endpoints: 1,
+            udp_buffer_bytes: journeyd_ingest::UDP_BUFFER_BYTES,
             future_tolerance: Duration::from_secs(300),
             device_buffer: Duration::from_secs(8 * 86_400),
         }
@@ -337,6 +341,10 @@ impl JourneydConfig {
         anyhow::ensure!(
             (1..=64).contains(&self.ingest.endpoints),
             "ingest.endpoints must be 1 to 64"
+        );
+        anyhow::ensure!(
+            (64 << 10..=1 << 30).contains(&self.ingest.udp_buffer_bytes),
+            "ingest.udp_buffer_bytes must be 64 KiB to 1 GiB"
         );
         anyhow::ensure!(
             self.store.queue_capacity >= 1

@@ -101,6 +101,7 @@ impl Server {
             max_queued_positions: config.ingest.max_queued_positions,
             max_connections: config.ingest.max_connections,
             endpoints: config.ingest.endpoints,
+            udp_buffer_bytes: config.ingest.udp_buffer_bytes,
             clock: clock.clone(),
         };
         let ingest = IngestServer::start(

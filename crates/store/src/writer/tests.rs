@@ -314,7 +314,9 @@ fn shards_share_the_devices_and_each_record_is_stored_once() {
         }
     }
     for device in 1..=40u64 {
-        let track = store.track(TenantId(1), DeviceId(device), JourneyId(1)).unwrap();
+        let track = store
+            .track(TenantId(1), DeviceId(device), JourneyId(1))
+            .unwrap();
         assert_eq!(track.len(), 40, "device {device}");
         let meta = store
             .journey(TenantId(1), DeviceId(device), JourneyId(1))
