@@ -133,6 +133,9 @@ impl HotStore {
         let db = DB::open_cf_descriptors(&opts, &config.path, cfs)?;
         let mut sync_write = WriteOptions::default();
         sync_write.set_sync(config.sync);
+        // Writer threads' batches meet in RocksDB's concurrent memtable insert, which forgets
+        // where the previous key went unless asked to keep it per batch.
+        sync_write.set_memtable_insert_hint_per_batch(true);
         let store = Self {
             db,
             sync_write,
