@@ -425,14 +425,23 @@ async fn run_against(opts: BenchOptions, ack_without_storing: bool) -> anyhow::R
         .enumerate()
         .map(|(i, d)| tokio::spawn(device_loop(i, d, opts.clone(), deadline)))
         .collect();
+    // The window closes at the deadline: what the server and this process used and saw until
+    // then is read then, and acks that arrive later (batches in flight at the deadline) count
+    // for latency only.
+    tokio::time::sleep_until(deadline.into()).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_at_deadline = (process_usage(server.child.id()).1, own_cpu_seconds());
+    let metrics_after = server_side::scrape(server.api, &trust).await;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut acked = 0;
+    let mut stored = 0;
     let mut failed = 0;
     for t in tasks {
         match t.await? {
-            Ok((h, n)) => {
+            Ok((h, in_window, all)) => {
                 hist.add(&h)?;
-                acked += n;
+                acked += in_window;
+                stored += all;
             }
             Err(e) => {
                 failed += 1;
@@ -440,18 +449,14 @@ async fn run_against(opts: BenchOptions, ack_without_storing: bool) -> anyhow::R
             }
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
     let (rss, cpu) = process_usage(server.child.id());
     let window_cpu = WindowCpu {
-        server_seconds: cpu - cpu_before.0,
-        load_generator_seconds: own_cpu_seconds() - cpu_before.1,
+        server_seconds: cpu_at_deadline.0 - cpu_before.0,
+        load_generator_seconds: cpu_at_deadline.1 - cpu_before.1,
         available_seconds: seconds
             * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
     };
-    let server_side = match (
-        metrics_before,
-        server_side::scrape(server.api, &trust).await,
-    ) {
+    let server_side = match (metrics_before, metrics_after) {
         (Ok(before), Ok(after)) => after.server_side_since(&before),
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "cannot read the server's metrics");
@@ -473,8 +478,8 @@ async fn run_against(opts: BenchOptions, ack_without_storing: bool) -> anyhow::R
         server_peak_rss_mib: rss,
         server_cpu_seconds: cpu,
         server_kib_per_idle_device: per_device_kib,
-        disk_bytes_per_position: if acked > 0 {
-            disk as f64 / acked as f64
+        disk_bytes_per_position: if stored > 0 {
+            disk as f64 / stored as f64
         } else {
             0.0
         },
@@ -488,14 +493,17 @@ async fn run_against(opts: BenchOptions, ack_without_storing: bool) -> anyhow::R
     })
 }
 
+/// One device sending batches until the deadline: its latency histogram, the positions acked
+/// within the window, and all it got acked (batches in flight at the deadline included).
 async fn device_loop(
     i: usize,
     mut d: Device,
     opts: BenchOptions,
     deadline: Instant,
-) -> anyhow::Result<(Histogram<u64>, u64)> {
+) -> anyhow::Result<(Histogram<u64>, u64, u64)> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut acked = 0u64;
+    let mut acked_in_window = 0u64;
     let interval = (opts.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / opts.rate));
     let mut next = Instant::now();
     if let Some(iv) = interval {
@@ -523,6 +531,9 @@ async fn device_loop(
         let report = d.flush().await?;
         hist.record(sent.elapsed().as_micros().max(1) as u64)?;
         acked += report.stored + report.duplicates;
+        if Instant::now() <= deadline {
+            acked_in_window += report.stored + report.duplicates;
+        }
         if let Some(iv) = interval {
             next += iv;
             if let Some(wait) = next.checked_duration_since(Instant::now()) {
@@ -531,7 +542,7 @@ async fn device_loop(
         }
     }
     d.close().await;
-    Ok((hist, acked))
+    Ok((hist, acked_in_window, acked))
 }
 
 pub fn load_certs(path: &Path) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
