@@ -175,11 +175,12 @@ impl BenchReport {
             .as_ref()
             .map(|s| {
                 format!(
-                    "server side p99    ack {} ms, writer queue wait {} ms, group commit {} ms, WAL sync {} ms ({} commits, {:.1} records each)\n",
+                    "server side p99    ack {} ms, writer queue wait {} ms, group commit {} ms, WAL sync {} ms (slowest {} ms) ({} commits, {:.1} records each)\n",
                     bound(s.ack_p99_ms),
                     bound(s.queue_wait_p99_ms),
                     bound(s.group_commit_p99_ms),
                     bound(s.wal_sync_p99_ms),
+                    bound(s.wal_sync_max_ms),
                     s.group_commits,
                     s.records_per_commit
                 )

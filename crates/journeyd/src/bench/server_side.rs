@@ -27,6 +27,8 @@ pub struct ServerSide {
     pub group_commit_p99_ms: f64,
     /// The synced write of a group commit alone.
     pub wal_sync_p99_ms: f64,
+    /// The bucket of the slowest synced write.
+    pub wal_sync_max_ms: f64,
     /// Group commits in the window, and records per commit.
     pub group_commits: u64,
     pub records_per_commit: f64,
@@ -145,6 +147,7 @@ impl Scrape {
             queue_wait_p99_ms: q("journeyd_writer_queue_wait_seconds")?,
             group_commit_p99_ms: q("journeyd_group_commit_seconds")?,
             wal_sync_p99_ms: q("journeyd_wal_sync_seconds")?,
+            wal_sync_max_ms: self.quantile_ms_since(earlier, "journeyd_wal_sync_seconds", 1.0)?,
             group_commits: commits,
             records_per_commit: records as f64 / commits.max(1) as f64,
         })
