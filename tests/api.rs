@@ -70,7 +70,7 @@ async fn health_readiness_and_metrics() {
         "journeyd_positions_stored_total 5",
         "journeyd_ack_latency_seconds_bucket",
         // One journey: its start, one batch and its end, each a record the writer took.
-        "journeyd_writer_queue_wait_seconds_count 3",
+        "journeyd_writer_queue_wait_seconds_count 3\n",
         "journeyd_group_commit_seconds_bucket{le=\"+Inf\"}",
         "journeyd_wal_sync_seconds_bucket{le=\"+Inf\"}",
         "journeyd_positions_refused_total{reason=\"time_in_future\"}",

@@ -86,21 +86,32 @@ pub fn server_config(
 fn set_buffers(socket: &socket2::Socket, bytes: usize) {
     #[cfg(target_os = "linux")]
     {
-        let forced_recv = rustix::net::sockopt::set_socket_recv_buffer_size_force(socket, bytes);
-        let forced_send = rustix::net::sockopt::set_socket_send_buffer_size_force(socket, bytes);
-        if forced_recv.is_ok() && forced_send.is_ok() {
-            return;
+        use rustix::net::sockopt::{
+            set_socket_recv_buffer_size_force, set_socket_send_buffer_size_force,
+        };
+        if set_socket_recv_buffer_size_force(socket, bytes).is_err() {
+            socket.set_recv_buffer_size(bytes).ok();
+        }
+        if set_socket_send_buffer_size_force(socket, bytes).is_err() {
+            socket.set_send_buffer_size(bytes).ok();
         }
     }
-    socket.set_recv_buffer_size(bytes).ok();
-    socket.set_send_buffer_size(bytes).ok();
+    #[cfg(not(target_os = "linux"))]
+    {
+        socket.set_recv_buffer_size(bytes).ok();
+        socket.set_send_buffer_size(bytes).ok();
+    }
 }
 
 /// Logs the buffer the kernel granted; warns when it is less than asked for.
 fn warn_if_capped(socket: &std::net::UdpSocket, asked: usize) {
     let socket = socket2::SockRef::from(socket);
     // Linux reports twice what it grants (the other half is its bookkeeping).
-    let granted = socket.recv_buffer_size().unwrap_or(0) / 2;
+    let granted = if cfg!(target_os = "linux") {
+        socket.recv_buffer_size().unwrap_or(0) / 2
+    } else {
+        socket.recv_buffer_size().unwrap_or(0)
+    };
     if granted < asked {
         tracing::warn!(
             asked,
@@ -320,14 +331,15 @@ impl IngestServer {
         (self.shared.writer.queued(), self.shared.writer.capacity())
     }
 
-    /// Whether ingest can store now: the writer's last write succeeded, its queue is not full,
+    /// Whether ingest can store now: every writer shard's last write succeeded, no shard's
+    /// queue is full,
     /// and no batch was pushed back for lack of room in the last second.
     pub fn is_ready(&self) -> bool {
         let w = &self.shared.writer;
         let stats = &self.shared.stats;
         let pushed_back = stats.last_pushback_us.load(Ordering::Relaxed) as i64;
-        w.stats().healthy.load(Ordering::Relaxed)
-            && w.queued() < w.capacity()
+        w.stats().healthy()
+            && !w.any_queue_full()
             && stats.queued_positions.load(Ordering::Relaxed)
                 < self.shared.config.max_queued_positions
             && self.shared.now() - pushed_back > 1_000_000

@@ -217,6 +217,7 @@ impl BenchReport {
                 .unwrap_or_default()
             + &self
                 .quic_floor_kib_per_connection
+                .filter(|f| *f > 0.0)
                 .map(|f| {
                     format!(
                         "baseline           bare QUIC connection (quinn + rustls, same settings, one stream, one message each way): {f:.1} KiB of server memory each; an idle journeyd device = {:.2} x\n",

@@ -156,8 +156,8 @@ pub struct StoreSection {
     /// Sync the write-ahead log before every ack. Default true. Turning it off breaks the
     /// promise that acked positions survive a power loss; only benchmarks do.
     pub sync: bool,
-    /// Records waiting for the writer before devices are refused with "retry later".
-    /// Default 4096.
+    /// Records waiting for the writer before devices are refused with "retry later", split
+    /// evenly over the writer's threads. Default 4096.
     pub queue_capacity: usize,
     /// Most records in one group commit. Default 2048.
     pub max_group: usize,

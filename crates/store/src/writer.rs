@@ -13,7 +13,7 @@
 //! instead of queueing without bound (case A7). A failed write answers every request of its
 //! group with the error and leaves no trace in the writer's caches (case A6).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -33,7 +33,8 @@ use crate::{
 /// Tuning of the writer (config `[store]`).
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
-    /// Requests the queue holds before submitters are refused. Default 4096.
+    /// Requests the queues hold before submitters are refused, split evenly over the shards.
+    /// Default 4096.
     pub queue_capacity: usize,
     /// Most requests in one group commit. Default 2048.
     pub max_group: usize,
@@ -103,8 +104,8 @@ pub struct WriterStats {
     pub commit_latency: LatencyHistogram,
     /// The synced write alone (RocksDB's WAL append and fsync, and any write stall).
     pub sync_latency: LatencyHistogram,
-    /// False from a failed write until the next good one: readiness goes red meanwhile.
-    pub healthy: AtomicBool,
+    /// One bit per shard whose last write failed; readiness is red while any is set.
+    failing: AtomicU64,
     /// Set by [`Writer::shutdown`]: the threads write what is queued, then end.
     stopping: AtomicBool,
 }
@@ -141,15 +142,22 @@ impl Drop for WriterThread {
     }
 }
 
+impl WriterStats {
+    /// False from a shard's failed write until that shard's next good one: readiness goes red
+    /// meanwhile.
+    pub fn healthy(&self) -> bool {
+        self.failing.load(Ordering::Relaxed) == 0
+    }
+}
+
 impl Writer {
     pub fn start(store: Arc<HotStore>, config: WriterConfig) -> Self {
         let stats = Arc::new(WriterStats {
-            healthy: AtomicBool::new(true),
             ..WriterStats::default()
         });
-        let count = config.shards.max(1);
-        // The capacity is the node's; each shard holds its part.
-        let per_shard = config.queue_capacity.div_ceil(count).max(1);
+        let count = config.shards.clamp(1, 64);
+        // The capacity is the node's; each shard holds an even part of it.
+        let per_shard = (config.queue_capacity / count).max(1);
         let mut shards = Vec::with_capacity(count);
         let mut handles = Vec::with_capacity(count);
         for i in 0..count {
@@ -157,7 +165,7 @@ impl Writer {
             let (store, stats) = (store.clone(), stats.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("journeyd-writer-{i}"))
-                .spawn(move || run(&store, &rx, config, &stats))
+                .spawn(move || run(&store, &rx, config, &stats, 1 << i))
                 .expect("spawning a writer thread");
             shards.push(tx);
             handles.push(handle);
@@ -180,6 +188,11 @@ impl Writer {
             .map_err(|e| match e {
                 TrySendError::Full((_, r)) | TrySendError::Disconnected((_, r)) => r,
             })
+    }
+
+    /// Whether any shard's queue is full (its devices are being refused).
+    pub fn any_queue_full(&self) -> bool {
+        self.shards.iter().any(|s| s.is_full())
     }
 
     /// Requests waiting in the queues.
@@ -216,6 +229,7 @@ fn run(
     rx: &Receiver<(Instant, WriteRequest)>,
     config: WriterConfig,
     stats: &WriterStats,
+    shard_bit: u64,
 ) {
     let mut cache = MetaCache::default();
     let mut group = Vec::with_capacity(config.max_group);
@@ -260,9 +274,10 @@ fn run(
                 cache.last.clear();
                 cache.epoch = epoch;
             }
-            // Keys in key order (every column family's keys start with tenant and device, and
-            // one device's records keep their order): each memtable insert then starts where
-            // the last one ended instead of searching the whole skip list.
+            // Keys near key order (chunk, journey and last keys start with tenant and device,
+            // sequence keys with the device; one device's records keep their order): each
+            // memtable insert then starts near where the last one ended instead of searching
+            // the whole skip list.
             group.sort_by_key(|r| (r.tenant, r.device));
             commit(store, &mut cache, &mut group, &stats.sync_latency)
         };
@@ -272,7 +287,7 @@ fn run(
                 stats.groups.fetch_add(1, Ordering::Relaxed);
                 stats.records.fetch_add(n as u64, Ordering::Relaxed);
                 stats.positions.fetch_add(positions, Ordering::Relaxed);
-                stats.healthy.store(true, Ordering::Relaxed);
+                stats.failing.fetch_and(!shard_bit, Ordering::Relaxed);
                 stats
                     .commit_latency
                     .record(started.elapsed().as_micros() as u64);
@@ -288,7 +303,7 @@ fn run(
             }
             Err(e) => {
                 stats.failed_groups.fetch_add(1, Ordering::Relaxed);
-                stats.healthy.store(false, Ordering::Relaxed);
+                stats.failing.fetch_or(shard_bit, Ordering::Relaxed);
                 tracing::warn!(records = n, error = %e, "group commit failed; nothing of it was acked");
                 let message = e.to_string();
                 for req in group.drain(..) {
@@ -310,7 +325,9 @@ fn record_positions(record: &Record) -> u32 {
 }
 
 /// Journey metadata and last positions the writer has read or written, so that a busy journey
-/// costs no read per batch. Only the writer thread writes these keys, so the cache is exact.
+/// costs no read per batch. Among the writer's threads only this one writes its devices' keys;
+/// whatever else rewrites them (the compactor, restores) holds the hot lock exclusively and bumps
+/// the archive epoch, which empties the cache before the next group. So the cache is exact.
 #[derive(Default)]
 struct MetaCache {
     metas: HashMap<[u8; 20], JourneyMeta>,
@@ -361,7 +378,8 @@ struct Plan {
 #[derive(Default)]
 struct Staged {
     metas: HashMap<[u8; 20], JourneyMeta>,
-    last: HashMap<[u8; 12], (i64, Position)>,
+    /// Ordered, so that the last positions reach the memtable in key order.
+    last: BTreeMap<[u8; 12], (i64, Position)>,
     seqs: HashSet<[u8; 16]>,
     chunks: Vec<([u8; 20], Vec<i64>)>,
 }

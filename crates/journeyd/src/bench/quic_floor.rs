@@ -73,15 +73,17 @@ pub async fn kib_per_connection(
     client_endpoints: usize,
 ) -> anyhow::Result<f64> {
     let exe = std::env::current_exe()?;
-    let dir = std::env::temp_dir().join(format!("journeyd-quic-floor-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp = tempfile::Builder::new()
+        .prefix("journeyd-quic-floor-")
+        .tempdir()?;
+    let dir = temp.path().join("server");
     let child = std::process::Command::new(&exe)
         .args(["--log", "warn", "bench-quic-floor-server"])
         .arg(&dir)
         .stdout(std::process::Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", exe.display()))?;
-    let mut child = KillOnDrop(child, dir.clone());
+    let mut child = KillOnDrop(child);
     let started = Instant::now();
     let ready: FloorReady = loop {
         if let Ok(text) = std::fs::read(dir.join("ready.json"))
@@ -139,12 +141,12 @@ pub async fn kib_per_connection(
     Ok(after.saturating_sub(before) as f64 / connections.max(1) as f64)
 }
 
-struct KillOnDrop(std::process::Child, PathBuf);
+/// The floor server, killed when the measurement ends (its folder goes with the `TempDir`).
+struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
     }
 }

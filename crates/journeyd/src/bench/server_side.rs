@@ -34,8 +34,17 @@ pub struct ServerSide {
     pub records_per_commit: f64,
 }
 
-/// Reads `/metrics` from the server's API.
+/// Reads `/metrics` from the server's API, within 10 s.
 pub(crate) async fn scrape(
+    api: SocketAddr,
+    trust: &[rustls::pki_types::CertificateDer<'static>],
+) -> anyhow::Result<Scrape> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), scrape_now(api, trust))
+        .await
+        .context("the metrics did not answer in 10 s")?
+}
+
+async fn scrape_now(
     api: SocketAddr,
     trust: &[rustls::pki_types::CertificateDer<'static>],
 ) -> anyhow::Result<Scrape> {
@@ -57,8 +66,13 @@ pub(crate) async fn scrape(
     tls.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .await?;
     let mut response = Vec::new();
-    // The server may close without a TLS close_notify once the body is sent.
-    let _ = tls.read_to_end(&mut response).await;
+    // The server may close without a TLS close_notify once the body is sent; any other error
+    // is a response cut short.
+    if let Err(e) = tls.read_to_end(&mut response).await
+        && e.kind() != std::io::ErrorKind::UnexpectedEof
+    {
+        return Err(e).context("reading the metrics");
+    }
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -67,6 +81,10 @@ pub(crate) async fn scrape(
         head.lines().next().is_some_and(|l| l.contains(" 200 ")),
         "metrics answered {}",
         head.lines().next().unwrap_or("")
+    );
+    anyhow::ensure!(
+        body.contains("journeyd_ack_latency_seconds_bucket{le=\"+Inf\"}"),
+        "the metrics response is incomplete"
     );
     Ok(parse(body))
 }

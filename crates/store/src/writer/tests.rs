@@ -127,12 +127,12 @@ fn a_failed_write_acks_nothing_and_the_resend_lands_once() {
     store.fail_next_writes(1);
     let err = write(&w, 1, 7, batch(1, &[1, 2])).unwrap_err();
     assert!(err.is_retryable(), "{err}");
-    assert!(!w.stats().healthy.load(Ordering::SeqCst));
+    assert!(!w.stats().healthy());
     assert!(!store.is_stored(DeviceId(1), BatchSeq(7)).unwrap());
     assert_eq!(store.stats().unwrap().positions, 0);
     let o = write(&w, 1, 7, batch(1, &[1, 2])).unwrap();
     assert_eq!(o.stored, 2);
-    assert!(w.stats().healthy.load(Ordering::SeqCst));
+    assert!(w.stats().healthy());
     assert_eq!(store.stats().unwrap().positions, 2);
 }
 
