@@ -147,7 +147,9 @@ impl HotStore {
     }
 
     /// Commits a verified upload in one synced write: the index entries in (merged with any
-    /// earlier parts), the journeys' hot chunks and metadata out, the pending record gone.
+    /// earlier parts, and with the start and end marks the hot metadata holds now, so that a
+    /// mark acked while the object was written is kept), the journeys' hot chunks and metadata
+    /// out, the pending record gone.
     /// Refused, with nothing written, if any journey's hot rows no longer equal what was read
     /// when the object was written (a late batch arrived meanwhile): the caller drops that object
     /// and archives again later.
@@ -158,7 +160,7 @@ impl HotStore {
     ) -> Result<(), StoreError> {
         let _exclusive = self.hot_lock.write().unwrap_or_else(|p| p.into_inner());
         let mut batch = WriteBatch::default();
-        for entry in entries {
+        for mut entry in entries {
             let j = JourneyId(entry.journey);
             let rows = self.hot_rows(entry.tenant, entry.device, j)?;
             let expected = pending
@@ -173,6 +175,14 @@ impl HotStore {
                 )));
             }
             let jkey = keys::journey_key(entry.tenant, entry.device, j);
+            if let Some(v) = self.db.get_pinned_cf(self.cf(CF_JOURNEYS), jkey)? {
+                let meta = JourneyMeta::decode(&jkey, &v)?;
+                entry.started_us = match (entry.started_us, meta.started_us) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                entry.ended_us = entry.ended_us.max(meta.ended_us);
+            }
             let mut end = jkey;
             increment(&mut end);
             let merged = match self.archived(entry.tenant, entry.device, j)? {

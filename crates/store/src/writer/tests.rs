@@ -326,3 +326,59 @@ fn shards_share_the_devices_and_each_record_is_stored_once() {
     }
     w.shutdown();
 }
+
+#[test]
+fn a_journey_end_acked_while_the_journey_is_archived_reaches_the_index() {
+    let (_d, store, w) = open();
+    let start = JourneyMark {
+        journey: 5,
+        at_us: T0,
+    };
+    write(&w, 1, 1, Record::JourneyStart(start)).unwrap();
+    write(&w, 1, 2, batch(5, &[10, 20])).unwrap();
+    // The compactor read the journey (no end yet) and wrote its object...
+    let pending = crate::PendingUpload {
+        object: "tenant=1/part".into(),
+        tenant: TenantId(1),
+        journeys: vec![crate::PendingJourney {
+            device: DeviceId(1),
+            journey: 5,
+            rows: 2,
+            hot_rows: 2,
+        }],
+        begun_us: T0,
+    };
+    store.begin_upload(&pending).unwrap();
+    let entry = crate::ArchivedJourney {
+        tenant: TenantId(1),
+        device: DeviceId(1),
+        journey: 5,
+        started_us: Some(T0),
+        ended_us: None,
+        first_fix_us: T0 + 10,
+        last_fix_us: T0 + 20,
+        positions: 2,
+        parts: Vec::new(),
+        archived_us: T0,
+        restored_until_us: None,
+    };
+    // ...when the device's end mark arrived and was acked.
+    let end = JourneyMark {
+        journey: 5,
+        at_us: T0 + 30,
+    };
+    write(&w, 1, 3, Record::JourneyEnd(end)).unwrap();
+    store.commit_archive(&pending, vec![entry]).unwrap();
+    let archived = store
+        .archived(TenantId(1), DeviceId(1), JourneyId(5))
+        .unwrap()
+        .unwrap();
+    assert_eq!(archived.started_us, Some(T0));
+    assert_eq!(archived.ended_us, Some(T0 + 30));
+    assert!(
+        store
+            .journey(TenantId(1), DeviceId(1), JourneyId(5))
+            .unwrap()
+            .is_none()
+    );
+}
