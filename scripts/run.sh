@@ -22,7 +22,9 @@ rm -f "$data/ready.json"
 # its lifecycle at info.
 "$bin" --log warn serve &
 server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+# Under `set -e` a failing command in the trap ends the script with its status: the server may
+# have stopped already, so neither step may fail.
+trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 600); do
     [ -f "$data/ready.json" ] && break
     kill -0 $server 2>/dev/null || { echo "journeyd serve exited; see the log above" >&2; exit 1; }
