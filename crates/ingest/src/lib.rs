@@ -13,6 +13,6 @@ pub mod tls;
 pub use error::IngestError;
 pub use journeyd_store::{LATENCY_BOUNDS_US, LatencyHistogram};
 pub use server::{
-    Clock, IngestConfig, IngestServer, IngestStats, UDP_BUFFER_BYTES, server_config, system_clock,
-    udp_socket,
+    Clock, DEFAULT_ENDPOINTS, IngestConfig, IngestServer, IngestStats, UDP_BUFFER_BYTES,
+    server_config, system_clock, udp_socket,
 };

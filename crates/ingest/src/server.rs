@@ -179,18 +179,16 @@ impl Default for IngestConfig {
             hello_timeout: Duration::from_secs(10),
             max_queued_positions: 2_000_000,
             max_connections: 50_000,
-            endpoints: default_endpoints(),
+            endpoints: DEFAULT_ENDPOINTS,
             udp_buffer_bytes: UDP_BUFFER_BYTES,
             clock: system_clock(),
         }
     }
 }
 
-/// One endpoint: on a two-core machine shared with the load generator, two endpoints were
-/// slower (BENCHMARKS.md); machines with cores to spare may set more.
-fn default_endpoints() -> usize {
-    1
-}
+/// Default number of QUIC endpoints: on a two-core machine shared with the load generator, two
+/// were no faster (BENCHMARKS.md); machines with cores to spare may set more.
+pub const DEFAULT_ENDPOINTS: usize = 1;
 
 /// Counters of the endpoint, read by /metrics and the bench.
 #[derive(Debug, Default)]
@@ -332,8 +330,7 @@ impl IngestServer {
     }
 
     /// Whether ingest can store now: every writer shard's last write succeeded, no shard's
-    /// queue is full,
-    /// and no batch was pushed back for lack of room in the last second.
+    /// queue is full, and no batch was pushed back for lack of room in the last second.
     pub fn is_ready(&self) -> bool {
         let w = &self.shared.writer;
         let stats = &self.shared.stats;
@@ -380,16 +377,13 @@ impl IngestServer {
     /// the close to reach the devices.
     pub async fn shutdown(&self) {
         self.close();
-        let idle = futures_join_all(self.endpoints.iter().map(|e| e.wait_idle()));
+        // One after the other: each endpoint's driver is its own task, so they drain together.
+        let idle = async {
+            for endpoint in &self.endpoints {
+                endpoint.wait_idle().await;
+            }
+        };
         let _ = tokio::time::timeout(Duration::from_secs(2), idle).await;
-    }
-}
-
-/// Waits for every future, one after the other (they run concurrently anyway: each endpoint's
-/// driver is its own task).
-async fn futures_join_all<F: Future<Output = ()>>(futures: impl Iterator<Item = F>) {
-    for f in futures {
-        f.await;
     }
 }
 

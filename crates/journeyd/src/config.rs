@@ -84,7 +84,7 @@ impl Default for IngestSection {
             max_in_flight: 64,
             max_queued_positions: 2_000_000,
             max_connections: 50_000,
-            endpoints: 1,
+            endpoints: journeyd_ingest::DEFAULT_ENDPOINTS,
             udp_buffer_bytes: journeyd_ingest::UDP_BUFFER_BYTES,
             future_tolerance: Duration::from_secs(300),
             device_buffer: Duration::from_secs(8 * 86_400),

@@ -19,7 +19,8 @@
 //! A batch costs one put of its chunk, one of its journey's metadata and one of its sequence
 //! number (and its device's last position, once per group), all in one write batch that shares
 //! a synced WAL write with every other batch of its writer thread that arrived meanwhile, and
-//! often with the other threads' too ([`writer`]). Keys derived from (device, seq) make a resend find itself.
+//! often with the other threads' too ([`writer`]). Keys derived from (device, seq) make a
+//! resend find itself.
 //!
 //! This crate never touches the network and never decides what is plausible: it stores what
 //! journeyd-wire's rules kept.

@@ -152,9 +152,7 @@ impl WriterStats {
 
 impl Writer {
     pub fn start(store: Arc<HotStore>, config: WriterConfig) -> Self {
-        let stats = Arc::new(WriterStats {
-            ..WriterStats::default()
-        });
+        let stats = Arc::new(WriterStats::default());
         let count = config.shards.clamp(1, 64);
         // The capacity is the node's; each shard holds an even part of it.
         let per_shard = (config.queue_capacity / count).max(1);
